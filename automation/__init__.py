@@ -1,0 +1,1 @@
+"""Stack orchestration: the only package that drives the Pulumi Automation API."""

@@ -1,0 +1,62 @@
+"""Where the locally built Pulumi engine lives, and the environment every stack operation gets.
+
+`scripts/env.sh` is the shell twin of this module; both derive everything from IOTISTIC_CACHE.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pulumi import automation as auto
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class EngineNotBuilt(RuntimeError):
+    """The Pulumi CLI or its plugins are missing: run scripts/setup first."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The Pulumi CLI and home that every stack operation of this project uses."""
+
+    cache: Path
+    pulumi_home: Path
+    pulumi_bin: Path
+
+    def env(self, backend_url: str, passphrase: str | None = None) -> dict[str, str]:
+        """Environment for one stack operation: no downloads, no update checks, our plugins only."""
+        env = {
+            "PULUMI_HOME": str(self.pulumi_home),
+            "PULUMI_BACKEND_URL": backend_url,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            # Our language host sits next to our CLI; the venv's bin gives it the right python.
+            "PATH": os.pathsep.join([str(self.pulumi_bin.parent), os.environ.get("PATH", "")]),
+        }
+        if passphrase is not None:
+            env["PULUMI_CONFIG_PASSPHRASE"] = passphrase
+        return env
+
+    def command(self) -> auto.PulumiCommand:
+        """The Automation API's handle on our CLI (its version is checked against the SDK)."""
+        return auto.PulumiCommand(root=str(self.pulumi_bin.parent.parent))
+
+
+def locate_engine() -> Engine:
+    """Find the engine built by toolchain/build-engine.sh, or a user-installed pulumi of the right version."""
+    cache = Path(os.environ.get("IOTISTIC_CACHE", PROJECT_ROOT / ".cache"))
+    pulumi_bin = cache / "bin" / "pulumi"
+    if not pulumi_bin.exists():
+        found = shutil.which("pulumi")
+        if not found:
+            raise EngineNotBuilt(
+                f"no pulumi CLI at {pulumi_bin} or on PATH: run scripts/setup to build the engine"
+            )
+        pulumi_bin = Path(found)
+        if pulumi_bin.parent.name != "bin":
+            raise EngineNotBuilt(f"pulumi at {pulumi_bin} is not inside a bin/ folder")
+    return Engine(cache=cache, pulumi_home=cache / "pulumi-home", pulumi_bin=pulumi_bin)

@@ -1,0 +1,1 @@
+"""Billing and signup service (Flask): signup, trial, licenses, Stripe."""

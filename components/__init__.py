@@ -1,0 +1,1 @@
+"""Infrastructure as code: the CustomerInstance component and its parts."""

@@ -1,0 +1,50 @@
+"""`python -m devenv SERVICE start|stop|status`: the local Postgres and Mosquitto of the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from devenv.mosquitto import LocalMosquitto
+from devenv.ports import PortInUse
+from devenv.postgres import LocalPostgres
+from devenv.service_user import ServiceError
+
+DATA = Path(os.environ.get("IOTISTIC_DATA", Path(__file__).resolve().parent.parent / ".data"))
+
+
+def services() -> dict[str, LocalPostgres | LocalMosquitto]:
+    return {
+        "postgres": LocalPostgres(DATA / "postgres"),
+        "mosquitto": LocalMosquitto(DATA / "mosquitto"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devenv", description=__doc__)
+    parser.add_argument("service", choices=["postgres", "mosquitto", "all"])
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    args = parser.parse_args(argv)
+    chosen = services() if args.service == "all" else {args.service: services()[args.service]}
+    for name, svc in chosen.items():
+        try:
+            if args.action == "start":
+                already = svc.running()
+                svc.start()
+                print(f"{name}: {'already running' if already else 'started'} on 127.0.0.1:{svc.port}")
+            elif args.action == "stop":
+                svc.stop()
+                print(f"{name}: stopped")
+            else:
+                state = f"running on 127.0.0.1:{svc.port}" if svc.running() else "stopped"
+                print(f"{name}: {state} (data in {svc.data_dir})")
+        except (ServiceError, PortInUse) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

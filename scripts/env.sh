@@ -1,0 +1,31 @@
+# shellcheck shell=bash
+# Environment shared by every Iotistic script: where the engine, caches and local data live.
+# Source it; it changes nothing outside this shell and the project's own folders.
+
+IOTISTIC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# One folder holds Go caches, built binaries and the Pulumi home. CI points it outside the clone
+# so a fresh checkout reuses the builds of the previous run.
+export IOTISTIC_CACHE="${IOTISTIC_CACHE:-$IOTISTIC_ROOT/.cache}"
+export IOTISTIC_BIN="$IOTISTIC_CACHE/bin"
+export IOTISTIC_DATA="${IOTISTIC_DATA:-$IOTISTIC_ROOT/.data}"
+export IOTISTIC_VENV="${IOTISTIC_VENV:-$IOTISTIC_ROOT/.venv}"
+
+# Go builds stay inside the cache folder, never in ~/go.
+export GOMODCACHE="$IOTISTIC_CACHE/go/mod"
+export GOCACHE="$IOTISTIC_CACHE/go/build"
+export GOFLAGS="-mod=mod"
+export GOTOOLCHAIN=local
+
+# Pulumi: project-local home, never download anything, never phone home.
+export PULUMI_HOME="$IOTISTIC_CACHE/pulumi-home"
+export PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+export PATH="$IOTISTIC_BIN:$IOTISTIC_VENV/bin:$PATH"
+
+# Pinned versions: the CLI matches PyPI `pulumi`, each plugin matches the version its Python SDK requests.
+export PULUMI_VERSION=3.259.0
+export PULUMI_KUBERNETES_VERSION=4.25.0
+export PULUMI_RANDOM_VERSION=4.21.1
+
+iotistic_log() { printf '\033[1m[iotistic]\033[0m %s\n' "$*" >&2; }
+iotistic_die() { printf '\033[31m[iotistic] error:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,1 @@
+"""The code behind the customer instance images: API, dashboard, billing exporter."""

@@ -1,0 +1,111 @@
+"""Shared fixtures: the real Pulumi engine and throw-away Pulumi projects on a file backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from automation.engine import Engine, EngineNotBuilt, locate_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+VENV = Path(sys.prefix)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    try:
+        return locate_engine()
+    except EngineNotBuilt as e:
+        pytest.fail(f"{e} (the README's test command does this for you)")
+
+
+@dataclass
+class PulumiProject:
+    """A copy of a fixture program with its own file backend and passphrase."""
+
+    dir: Path
+    env: dict[str, str]
+    engine: Engine
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run the real `pulumi` CLI in this project; on failure the assertion shows its output."""
+        proc = subprocess.run(
+            [str(self.engine.pulumi_bin), *args, "--non-interactive"],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(f"pulumi {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def export(self) -> dict:
+        return json.loads(self.run("stack", "export").stdout)
+
+
+def make_project(fixture: str, dest: Path, engine: Engine, name: str | None = None) -> PulumiProject:
+    """Copy tests/fixtures/<fixture> to dest with a Pulumi.yaml that uses our venv."""
+    shutil.copytree(FIXTURES / fixture, dest)
+    (dest / "Pulumi.yaml").write_text(
+        f"name: {name or fixture.replace('_', '-')}\n"
+        "runtime:\n  name: python\n  options:\n    toolchain: pip\n"
+        f"    virtualenv: {VENV}\n"
+    )
+    state = dest / ".state"
+    state.mkdir()
+    env = {**os.environ, **engine.env(backend_url=f"file://{state}", passphrase="test-passphrase")}
+    return PulumiProject(dir=dest, env=env, engine=engine)
+
+
+@pytest.fixture
+def password_project(tmp_path: Path, engine: Engine) -> Iterator[PulumiProject]:
+    project = make_project("password_stack", tmp_path / "password_stack", engine)
+    yield project
+    # Leave nothing behind even when a test failed half-way.
+    project.run("destroy", "--yes", "--skip-preview", "-s", "dev", check=False)
+
+
+# --- Real local services ------------------------------------------------------------------------
+DATA = Path(os.environ.get("IOTISTIC_DATA", ROOT / ".data"))
+
+
+@pytest.fixture(scope="session")
+def service_data_dir() -> Iterator[Path]:
+    """A per-session folder under the project's data folder (the service users can traverse it)."""
+    path = DATA / f"test-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(service_data_dir: Path):
+    from devenv.ports import free_port
+    from devenv.postgres import LocalPostgres
+
+    pg = LocalPostgres(service_data_dir / "postgres", port=free_port())
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(service_data_dir: Path):
+    from devenv.mosquitto import LocalMosquitto
+    from devenv.ports import free_port
+
+    broker = LocalMosquitto(service_data_dir / "mosquitto", port=free_port(), ws_port=free_port())
+    broker.start()
+    yield broker
+    broker.stop()
