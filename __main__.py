@@ -1,15 +1,103 @@
-"""The Iotistic Pulumi program: one stack per customer, the stack name is the customer id.
+"""The Iotistic Pulumi program. One stack per customer: the stack name is the customer id.
 
-Stack configuration is read here, at the edge, and handed to components as typed args.
+Inputs come from stack configuration (what the signup service sets through the Automation API)
+or, for platform-managed customers, from the tenants.yaml entry with that id. The stack named
+`platform` declares the billing namespace instead. Configuration is read here, at the edge.
 """
 
+from pathlib import Path
+
 import pulumi
-import pulumi_random as random
+import pulumi_kubernetes as k8s
 
-customer_id = pulumi.get_stack()
+from components import CustomerInstance, CustomerInstanceArgs, Images, Networking, Storage
+from components.platform import BillingPlatform, BillingPlatformArgs
+from tenancy.schema import Tenant, load_tenants, tenant_problems
 
-# The customer's database password: generated once, stored only as a Pulumi secret.
-database_password = random.RandomPassword("postgres-password", length=32, special=False)
+PLATFORM_STACK = "platform"
+config = pulumi.Config()
+stack = pulumi.get_stack()
 
-pulumi.export("customerId", customer_id)
-pulumi.export("databasePassword", database_password.result)
+
+def kubernetes_provider() -> k8s.Provider:
+    """The cluster: `kubeconfig` config (a path or the file's content), else the provider's defaults."""
+    return k8s.Provider(
+        "cluster",
+        kubeconfig=config.get("kubeconfig"),
+        # A cluster that is gone for good must not block `destroy` of its stacks.
+        delete_unreachable=True,
+        # Update Secrets/ConfigMaps in place (pods roll through checksum annotations) instead of
+        # replacing them, which would briefly delete credentials that running pods read.
+        enable_secret_mutable=True,
+        enable_config_map_mutable=True,
+    )
+
+
+def tenant_from_config() -> Tenant | None:
+    """A signup-provisioned customer: its inputs were set as stack config by automation/."""
+    if config.get("email") is None:
+        return None
+    overrides = config.get_object("overrides") or {}
+    entry = {
+        "id": stack,
+        "email": config.require("email"),
+        "company": config.require("company"),
+        "plan": config.get("plan") or "starter",
+        "overrides": overrides,
+    }
+    problems = tenant_problems(entry)
+    if problems:
+        raise pulumi.RunError(f"stack config of {stack!r} is invalid: " + "; ".join(problems))
+    return Tenant(**entry)
+
+
+def tenant_from_file() -> Tenant:
+    path = Path(config.get("tenantsFile") or Path(__file__).parent / "tenants.yaml")
+    for tenant in load_tenants(path):
+        if tenant.id == stack:
+            return tenant
+    raise pulumi.RunError(
+        f"stack {stack!r} has no 'email' config and no entry with id {stack!r} in {path}; "
+        "set the customer's config (the signup service does) or add it to tenants.yaml"
+    )
+
+
+provider_opts = pulumi.ResourceOptions(providers=[kubernetes_provider()])
+
+if stack == PLATFORM_STACK:
+    platform = BillingPlatform(
+        "billing",
+        BillingPlatformArgs(
+            networking=Networking(**(config.get_object("networking") or {})),
+            images=Images(**(config.get_object("images") or {})),
+            storage=Storage(**(config.get_object("storage") or {})),
+            stripe_secret_key=config.require_secret("stripeSecretKey"),
+            stripe_webhook_secret=config.require_secret("stripeWebhookSecret"),
+            license_signing_key=config.require_secret("licenseSigningKey"),
+        ),
+        opts=provider_opts,
+    )
+    pulumi.export("namespace", platform.namespace)
+    pulumi.export("billingUrl", platform.url)
+    pulumi.export("databasePassword", platform.database_password)
+else:
+    tenant = tenant_from_config() or tenant_from_file()
+    instance = CustomerInstance(
+        stack,
+        CustomerInstanceArgs(
+            customer_id=tenant.id,
+            email=tenant.email,
+            company_name=tenant.company,
+            license_key=config.require_secret("licenseKey"),
+            plan=tenant.plan,
+            images=tenant.images(),
+            storage=tenant.storage(),
+            networking=tenant.networking(),
+        ),
+        opts=provider_opts,
+    )
+    pulumi.export("namespace", instance.namespace)
+    pulumi.export("instanceUrl", instance.instance_url)
+    pulumi.export("apiUrl", instance.api_url)
+    pulumi.export("mqttEndpoint", instance.mqtt_endpoint)
+    pulumi.export("databasePassword", instance.database_password)

@@ -34,6 +34,7 @@ class Engine:
             "PULUMI_BACKEND_URL": backend_url,
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
             # Our language host sits next to our CLI; the venv's bin gives it the right python.
             "PATH": os.pathsep.join([str(self.pulumi_bin.parent), os.environ.get("PATH", "")]),
         }

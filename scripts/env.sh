@@ -20,6 +20,8 @@ export GOTOOLCHAIN=local
 export PULUMI_HOME="$IOTISTIC_CACHE/pulumi-home"
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+# Only the plugins registered in PULUMI_HOME at exact versions; our bin folder on PATH must not shadow them.
+export PULUMI_IGNORE_AMBIENT_PLUGINS=true
 export PATH="$IOTISTIC_BIN:$IOTISTIC_VENV/bin:$PATH"
 
 # Pinned versions: the CLI matches PyPI `pulumi`, each plugin matches the version its Python SDK requests.

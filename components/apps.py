@@ -1,0 +1,148 @@
+"""The instance's own services: API (3001), dashboard (80) and billing exporter (9090).
+
+Sizes and ports are the seed's; everything else about their shape comes from components.workload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.mosquitto import MQTT_PORT, WEBSOCKET_PORT
+from components.secrets import MQTT_SECRET_NAME, SECRET_NAME
+from components.workload import Resources, deployment_with_service, http_probe
+from components.workload import container as container_spec
+
+API_PORT = 3001
+DASHBOARD_PORT = 80
+DASHBOARD_CONTAINER_PORT = 8080  # non-root containers cannot bind 80; the Service maps 80 to it
+EXPORTER_PORT = 9090
+LICENSE_MOUNT = "/etc/iotistic/license"
+
+API = Resources(cpu_request="250m", cpu_limit="500m", memory_request="256Mi", memory_limit="512Mi")
+DASHBOARD = Resources(cpu_request="100m", cpu_limit="200m", memory_request="128Mi", memory_limit="256Mi")
+EXPORTER = Resources(cpu_request="50m", cpu_limit="100m", memory_request="64Mi", memory_limit="128Mi")
+APP_UID = 10001
+
+
+def _from_secret(name: str, key: str, secret: str = SECRET_NAME) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _value(name: str, value: pulumi.Input[str]) -> dict:
+    return {"name": name, "value": value}
+
+
+@dataclass(frozen=True)
+class AppsSettings:
+    """What the three services need to know about the world around the instance."""
+
+    customer_id: str
+    plan: str
+    license_jwks_url: str
+    billing_url: str
+
+
+def api(
+    namespace: pulumi.Input[str],
+    settings: AppsSettings,
+    image: str,
+    secrets_checksum: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
+    env = [
+        _from_secret("IOTISTIC_LICENSE_KEY", "IOTISTIC_LICENSE_KEY"),
+        # The mounted copy is re-read when the Secret changes, so a renewed license needs no restart.
+        _value("IOTISTIC_LICENSE_KEY_FILE", f"{LICENSE_MOUNT}/IOTISTIC_LICENSE_KEY"),
+        _from_secret("DATABASE_URL", "DATABASE_URL"),
+        _from_secret("CUSTOMER_ID", "CUSTOMER_ID"),
+        _value("MQTT_BROKER", f"mqtt://mosquitto:{MQTT_PORT}"),
+        _value("MQTT_USERNAME", "api"),
+        _from_secret("MQTT_PASSWORD", "API_MQTT_PASSWORD", MQTT_SECRET_NAME),
+        _value("LICENSE_JWKS_URL", settings.license_jwks_url),
+        _value("API_PORT", str(API_PORT)),
+        _value("IOTISTIC_PLAN", settings.plan),
+    ]
+    main = container_spec(
+        "api",
+        image,
+        {"http": API_PORT},
+        API,
+        http_probe("/health", "http"),
+        env=env,
+        volume_mounts=[{"name": "license", "mountPath": LICENSE_MOUNT, "readOnly": True}],
+        run_as_user=APP_UID,
+    )
+    return deployment_with_service(
+        "api",
+        namespace,
+        settings.customer_id,
+        main,
+        opts,
+        service_ports={"http": API_PORT},
+        volumes=[
+            {
+                "name": "license",
+                "secret": {
+                    "secretName": SECRET_NAME,
+                    "items": [{"key": "IOTISTIC_LICENSE_KEY", "path": "IOTISTIC_LICENSE_KEY"}],
+                },
+            }
+        ],
+        annotations={"checksum/secrets": secrets_checksum},
+    )
+
+
+def dashboard(
+    namespace: pulumi.Input[str], settings: AppsSettings, image: str, opts: pulumi.ResourceOptions
+) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
+    env = [
+        _value("API_URL", f"http://api:{API_PORT}"),
+        _value("MQTT_URL", f"ws://mosquitto:{WEBSOCKET_PORT}"),
+        _value("BILLING_URL", settings.billing_url),
+        _from_secret("CUSTOMER_ID", "CUSTOMER_ID"),
+        _value("DASHBOARD_PORT", str(DASHBOARD_CONTAINER_PORT)),
+    ]
+    main = container_spec(
+        "dashboard",
+        image,
+        {"http": DASHBOARD_CONTAINER_PORT},
+        DASHBOARD,
+        http_probe("/", "http"),
+        env=env,
+        run_as_user=APP_UID,
+    )
+    deployment, svc = deployment_with_service(
+        "dashboard", namespace, settings.customer_id, main, opts, service_ports={"http": DASHBOARD_PORT}
+    )
+    return deployment, svc
+
+
+def exporter(
+    namespace: pulumi.Input[str], settings: AppsSettings, image: str, opts: pulumi.ResourceOptions
+) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
+    env = [
+        _from_secret("CUSTOMER_ID", "CUSTOMER_ID"),
+        _from_secret("DATABASE_URL", "DATABASE_URL"),
+        _from_secret("IOTISTIC_LICENSE_KEY", "IOTISTIC_LICENSE_KEY"),
+        _value("EXPORTER_PORT", str(EXPORTER_PORT)),
+    ]
+    main = container_spec(
+        "billing-exporter",
+        image,
+        {"metrics": EXPORTER_PORT},
+        EXPORTER,
+        http_probe("/metrics", "metrics"),
+        env=env,
+        run_as_user=APP_UID,
+    )
+    return deployment_with_service(
+        "billing-exporter",
+        namespace,
+        settings.customer_id,
+        main,
+        opts,
+        service_ports={"metrics": EXPORTER_PORT},
+    )

@@ -1,0 +1,82 @@
+"""CustomerInstance: one customer's isolated IoT instance, read top-down in one screen."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.apps import AppsSettings, api, dashboard, exporter
+from components.args import CustomerInstanceArgs
+from components.ingress import ingress
+from components.mosquitto import MQTT_PORT, mosquitto
+from components.namespace import customer_namespace
+from components.network_policy import network_policies
+from components.postgres import postgres
+from components.quota import quota
+from components.secrets import instance_secrets
+
+
+class CustomerInstance(pulumi.ComponentResource):
+    """Namespace, secrets, Postgres, Mosquitto, API, dashboard, exporter, ingress, quota and policy."""
+
+    namespace: pulumi.Output[str]
+    instance_url: pulumi.Output[str]
+    api_url: pulumi.Output[str]
+    mqtt_endpoint: pulumi.Output[str]
+    database_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: CustomerInstanceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("iotistic:index:CustomerInstance", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        ns = customer_namespace(args.namespace, args.customer_id, args.plan, child)
+        # Everything else lives in the namespace, so it is created after it and deleted before it.
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        namespace = ns.metadata["name"]
+
+        # Quota and defaults first: every pod below is admitted against them.
+        resource_quota, limit_range = quota(namespace, in_ns)
+        policies = network_policies(namespace, args.networking, in_ns)
+        workloads = pulumi.ResourceOptions(parent=self, depends_on=[ns, resource_quota, limit_range])
+
+        secrets = instance_secrets(
+            namespace, args.customer_id, args.email, args.company_name, args.license_key, in_ns
+        )
+        with_secrets = pulumi.ResourceOptions.merge(
+            workloads, pulumi.ResourceOptions(depends_on=[secrets.secret, secrets.mqtt_secret])
+        )
+        postgres(namespace, args.customer_id, args.images.postgres, args.storage, with_secrets)
+        mosquitto(
+            namespace, args.customer_id, args.images.mosquitto, args.storage.storage_class, with_secrets
+        )
+
+        settings = AppsSettings(
+            customer_id=args.customer_id,
+            plan=args.plan,
+            license_jwks_url=f"https://billing.{args.networking.base_domain}/.well-known/jwks.json",
+            billing_url=f"https://billing.{args.networking.base_domain}",
+        )
+        img = args.images
+        api(namespace, settings, img.iotistic("api", img.api_tag), secrets.data_checksum, with_secrets)
+        dashboard(namespace, settings, img.iotistic("admin", img.dashboard_tag), with_secrets)
+        exporter(namespace, settings, img.iotistic("billing-exporter", img.exporter_tag), with_secrets)
+        ingress(namespace, args.customer_id, args.host, args.networking, in_ns)
+
+        self.namespace = namespace
+        self.instance_url = pulumi.Output.from_input(f"https://{args.host}")
+        self.api_url = pulumi.Output.from_input(f"https://{args.host}/api")
+        self.mqtt_endpoint = pulumi.Output.from_input(
+            f"mqtt://mosquitto.{args.namespace}.svc.cluster.local:{MQTT_PORT}"
+        )
+        self.database_password = pulumi.Output.secret(secrets.database_password)
+        # Kept for callers and tests that inspect the parts (e.g. the Secret's secrecy).
+        self.secrets = secrets
+        self.network_policies = policies
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "instanceUrl": self.instance_url,
+                "apiUrl": self.api_url,
+                "mqttEndpoint": self.mqtt_endpoint,
+                "databasePassword": self.database_password,
+            }
+        )

@@ -1,0 +1,185 @@
+"""The platform stack: the billing namespace with the billing API, its Postgres and its secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.args import Images, Networking, Storage
+from components.namespace import POD_SECURITY_LABELS
+from components.postgres import postgres
+from components.secrets import checksum, database_url, random_password
+from components.workload import MANAGED_BY, Resources, deployment_with_service, http_probe
+from components.workload import container as container_spec
+
+NAMESPACE = "billing"
+SECRET_NAME = "billing-secrets"
+BILLING_PORT = 3000
+DATABASE = "billing"
+BILLING = Resources(cpu_request="250m", cpu_limit="1", memory_request="256Mi", memory_limit="1Gi")
+APP_UID = 10001
+
+# The billing API provisions customer stacks: it manages customer namespaces and what they contain.
+DEPLOYER_RULES = [
+    {
+        "apiGroups": [""],
+        "resources": [
+            "namespaces",
+            "secrets",
+            "configmaps",
+            "services",
+            "persistentvolumeclaims",
+            "resourcequotas",
+            "limitranges",
+        ],
+        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+    },
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+    },
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["ingresses", "networkpolicies"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods", "endpoints", "events"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+]
+
+
+@dataclass(frozen=True)
+class BillingPlatformArgs:
+    """Inputs of the platform stack; every key is a Pulumi secret (set with `config set --secret`)."""
+
+    stripe_secret_key: pulumi.Input[str]
+    stripe_webhook_secret: pulumi.Input[str]
+    license_signing_key: pulumi.Input[str]
+    networking: Networking = field(default_factory=Networking)
+    images: Images = field(default_factory=Images)
+    storage: Storage = field(default_factory=Storage)
+    image_tag: str = "latest"
+
+
+class BillingPlatform(pulumi.ComponentResource):
+    """billing namespace: billing API Deployment/Service/Ingress at billing.{domain}, Postgres, secrets."""
+
+    namespace: pulumi.Output[str]
+    url: pulumi.Output[str]
+    database_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: BillingPlatformArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("iotistic:index:BillingPlatform", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        ns = k8s.core.v1.Namespace(
+            "namespace",
+            metadata={"name": NAMESPACE, "labels": {**MANAGED_BY, **POD_SECURITY_LABELS}},
+            opts=child,
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        namespace = ns.metadata["name"]
+
+        db_password = random_password("billing-postgres-password", child)
+        data = {
+            "DATABASE_URL": database_url(db_password.result, DATABASE),
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_PASSWORD": db_password.result,
+            "POSTGRES_DB": DATABASE,
+            "STRIPE_SECRET_KEY": pulumi.Output.secret(args.stripe_secret_key),
+            "STRIPE_WEBHOOK_SECRET": pulumi.Output.secret(args.stripe_webhook_secret),
+            "LICENSE_SIGNING_KEY": pulumi.Output.secret(args.license_signing_key),
+        }
+        secret = k8s.core.v1.Secret(
+            SECRET_NAME, metadata={"name": SECRET_NAME, "namespace": namespace}, string_data=data, opts=in_ns
+        )
+        with_secret = pulumi.ResourceOptions(parent=self, depends_on=[ns, secret])
+        postgres(namespace, "", args.images.postgres, args.storage, with_secret, secret_name=SECRET_NAME)
+
+        account = k8s.core.v1.ServiceAccount(
+            "deployer", metadata={"name": "billing-deployer", "namespace": namespace}, opts=in_ns
+        )
+        role = k8s.rbac.v1.ClusterRole(
+            "deployer",
+            metadata={"name": "iotistic-billing-deployer", "labels": MANAGED_BY},
+            rules=DEPLOYER_RULES,
+            opts=child,
+        )
+        k8s.rbac.v1.ClusterRoleBinding(
+            "deployer",
+            metadata={"name": "iotistic-billing-deployer", "labels": MANAGED_BY},
+            role_ref={
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role.metadata["name"],
+            },
+            subjects=[{"kind": "ServiceAccount", "name": account.metadata["name"], "namespace": namespace}],
+            opts=child,
+        )
+
+        host = f"billing.{args.networking.base_domain}"
+        env = [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": k}}}
+            for k in ("DATABASE_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "LICENSE_SIGNING_KEY")
+        ]
+        env += [
+            {"name": "BILLING_PORT", "value": str(BILLING_PORT)},
+            {"name": "BASE_DOMAIN", "value": args.networking.base_domain},
+        ]
+        main = container_spec(
+            "billing-api",
+            args.images.iotistic("billing", args.image_tag),
+            {"http": BILLING_PORT},
+            BILLING,
+            http_probe("/health", "http"),
+            env=env,
+            run_as_user=APP_UID,
+        )
+        deployment_with_service(
+            "billing-api",
+            namespace,
+            "",
+            main,
+            with_secret,
+            service_ports={"http": BILLING_PORT},
+            annotations={"checksum/secrets": checksum(*data.values())},
+            service_account=account.metadata["name"],
+        )
+        k8s.networking.v1.Ingress(
+            "ingress",
+            metadata={
+                "name": "billing",
+                "namespace": namespace,
+                "annotations": {"cert-manager.io/cluster-issuer": args.networking.cluster_issuer},
+            },
+            spec={
+                "ingressClassName": args.networking.ingress_class,
+                "tls": [{"hosts": [host], "secretName": "billing-tls"}],
+                "rules": [
+                    {
+                        "host": host,
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {
+                                        "service": {"name": "billing-api", "port": {"number": BILLING_PORT}}
+                                    },
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+            opts=in_ns,
+        )
+
+        self.namespace = namespace
+        self.url = pulumi.Output.from_input(f"https://{host}")
+        self.database_password = pulumi.Output.secret(db_password.result)
+        self.register_outputs(
+            {"namespace": self.namespace, "url": self.url, "databasePassword": self.database_password}
+        )
