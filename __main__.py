@@ -101,3 +101,6 @@ else:
     pulumi.export("apiUrl", instance.api_url)
     pulumi.export("mqttEndpoint", instance.mqtt_endpoint)
     pulumi.export("databasePassword", instance.database_password)
+    # Bookkeeping for automation/reconcile: who manages this stack and from which tenants.yaml entry.
+    pulumi.export("source", config.get("source") or "tenants.yaml")
+    pulumi.export("tenantHash", config.get("tenantHash"))

@@ -10,6 +10,7 @@ from components.ingress import ingress
 from components.mosquitto import MQTT_PORT, mosquitto
 from components.namespace import customer_namespace
 from components.network_policy import network_policies
+from components.ownership import owned
 from components.postgres import postgres
 from components.quota import quota
 from components.secrets import instance_secrets
@@ -25,7 +26,7 @@ class CustomerInstance(pulumi.ComponentResource):
     database_password: pulumi.Output[str]
 
     def __init__(self, name: str, args: CustomerInstanceArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("iotistic:index:CustomerInstance", name, None, opts)
+        super().__init__("iotistic:index:CustomerInstance", name, None, owned(opts))
         child = pulumi.ResourceOptions(parent=self)
 
         ns = customer_namespace(args.namespace, args.customer_id, args.plan, child)

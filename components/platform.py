@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from components.args import Images, Networking, Storage
 from components.namespace import POD_SECURITY_LABELS
+from components.ownership import owned
 from components.postgres import postgres
 from components.secrets import checksum, database_url, random_password
 from components.workload import MANAGED_BY, Resources, deployment_with_service, http_probe
@@ -72,7 +73,7 @@ class BillingPlatform(pulumi.ComponentResource):
     database_password: pulumi.Output[str]
 
     def __init__(self, name: str, args: BillingPlatformArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("iotistic:index:BillingPlatform", name, None, opts)
+        super().__init__("iotistic:index:BillingPlatform", name, None, owned(opts))
         child = pulumi.ResourceOptions(parent=self)
         ns = k8s.core.v1.Namespace(
             "namespace",

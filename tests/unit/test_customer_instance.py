@@ -252,3 +252,11 @@ def test_every_pod_fits_the_quota(deployed):
     containers.append(_container(mocks, "postgres", "kubernetes:apps/v1:StatefulSet"))
     assert sum(cpu(c["resources"]["limits"]["cpu"]) for c in containers) <= 4 - 0.5
     assert sum(mem(c["resources"]["limits"]["memory"]) for c in containers) <= 4096 - 512
+
+
+def test_every_kubernetes_object_lets_up_repair_drift(deployed):
+    mocks, _ = deployed
+    objects = [r for r in mocks.resources if r.type.startswith("kubernetes:")]
+    assert len(objects) == 21  # the whole instance: see test names above
+    for r in objects:
+        assert r.inputs["metadata"]["annotations"]["pulumi.com/patchForce"] == "true", r.name

@@ -1,0 +1,209 @@
+"""`python -m automation.reconcile`: make the customer stacks match tenants.yaml.
+
+Creates or updates missing and changed tenants, leaves unchanged ones alone, reports stacks whose
+tenant was removed (destroys them only with --destroy-removed), runs at most --parallel deploys
+at once, each in its own process, and ends with a summary table. tenants.yaml is validated before
+any stack is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from automation.engine import PROJECT_ROOT, EngineNotBuilt
+from automation.provision import (
+    SOURCE_TENANTS_FILE,
+    DeployedStack,
+    StackResult,
+    deployed_stack,
+    destroy_customer,
+    tenant_hash,
+    up_customer,
+)
+from automation.workspace import DATA, StackSettings, ensure_s3_backend, list_stacks
+from licensing.keys import public_key_pem
+from licensing.tokens import LicenseError, PemKeySource, sign_license, verify_license
+from tenancy.schema import Tenant, TenantsFileError, load_tenants
+
+PLATFORM_STACK = "platform"
+LICENSE_DAYS = 365
+RENEW_WHEN_DAYS_LEFT = 30
+
+
+@dataclass
+class ReconcilePlan:
+    """What a reconcile will do; computed without touching anything."""
+
+    create: list[Tenant] = field(default_factory=list)
+    update: list[Tenant] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def plan_reconcile(tenants: list[Tenant], deployed: dict[str, DeployedStack]) -> ReconcilePlan:
+    """Compare tenants.yaml with what the backend says was last deployed successfully."""
+    plan = ReconcilePlan()
+    wanted = {t.id for t in tenants}
+    for tenant in tenants:
+        current = deployed.get(tenant.id)
+        if current is None or current.tenant_hash is None:
+            plan.create.append(tenant)
+        elif current.tenant_hash != tenant_hash(tenant):
+            plan.update.append(tenant)
+        else:
+            plan.unchanged.append(tenant.id)
+    # Only stacks this command created may be reported as removed: signup stacks are not ours.
+    plan.removed = sorted(
+        name for name, d in deployed.items() if name not in wanted and d.source == SOURCE_TENANTS_FILE
+    )
+    return plan
+
+
+@dataclass(frozen=True)
+class LicenseSigner:
+    """Signs licenses of platform-managed tenants with the platform's private key."""
+
+    private_pem: bytes
+    kid: str
+
+    def license_for(self, tenant: Tenant, current: str | None, now: datetime) -> str:
+        """Keep a still-valid license of the right plan (no needless pod rollouts); else sign anew."""
+        if current:
+            try:
+                lic = verify_license(
+                    current, PemKeySource(public_key_pem(self.private_pem)), customer_id=tenant.id
+                )
+                if lic.plan == tenant.plan and lic.seconds_left(now) > RENEW_WHEN_DAYS_LEFT * 86400:
+                    return current
+            except LicenseError:
+                pass
+        return sign_license(
+            self.private_pem,
+            kid=self.kid,
+            customer_id=tenant.id,
+            plan=tenant.plan,
+            expires_at=now + timedelta(days=LICENSE_DAYS),
+        )
+
+
+def load_signer(path: str | None, kid: str) -> LicenseSigner:
+    key_file = Path(
+        path
+        or os.environ.get("IOTISTIC_LICENSE_SIGNING_KEY_FILE")
+        or DATA / "license-keys" / "license-private.pem"
+    )
+    if not key_file.exists():
+        raise SystemExit(
+            f"error: no license signing key at {key_file}: pass --signing-key FILE, set "
+            "IOTISTIC_LICENSE_SIGNING_KEY_FILE, or create one with `python -m licensing keygen DIR`"
+        )
+    return LicenseSigner(key_file.read_bytes(), kid)
+
+
+def print_table(results: list[StackResult]) -> None:
+    """The summary: one row per stack, what was done, how long it took, what changed or failed."""
+    rows = [("STACK", "ACTION", "RESULT", "SECONDS", "CHANGES")]
+    for r in sorted(results, key=lambda r: r.stack):
+        changes = ", ".join(f"{k} {v}" for k, v in sorted(r.changes.items())) or "-"
+        rows.append((r.stack, r.action, "ok" if r.ok else "FAILED", f"{r.seconds:.1f}", changes))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for r in results:
+        if not r.ok:
+            print(f"\n{r.stack} ({r.action}) failed:\n{r.error}")
+
+
+def reconcile(
+    tenants_file: Path,
+    settings: StackSettings,
+    signer: LicenseSigner | None,
+    parallel: int,
+    destroy_removed: bool,
+    dry_run: bool = False,
+) -> list[StackResult]:
+    """Bring the stacks in line with tenants_file; returns one result per stack looked at."""
+    tenants = load_tenants(tenants_file)  # raises TenantsFileError before anything is touched
+    if settings.backend_url.startswith("s3://"):
+        ensure_s3_backend(settings.backend_url)
+    names = [n for n in list_stacks(settings) if n != PLATFORM_STACK]
+    with ThreadPoolExecutor(max_workers=4) as reads:  # read-only CLI calls
+        deployed = dict(zip(names, reads.map(lambda n: deployed_stack(n, settings), names), strict=True))
+    plan = plan_reconcile(tenants, deployed)
+    print(
+        f"reconcile: {len(plan.create)} to create, {len(plan.update)} to update, "
+        f"{len(plan.unchanged)} unchanged, {len(plan.removed)} removed from {tenants_file.name}",
+        flush=True,
+    )
+    results = [StackResult(name, "none (unchanged)") for name in plan.unchanged]
+    if not destroy_removed:
+        results += [
+            StackResult(name, "none (removed; --destroy-removed deletes it)") for name in plan.removed
+        ]
+    if dry_run:
+        results += [StackResult(t.id, "would create") for t in plan.create]
+        results += [StackResult(t.id, "would update") for t in plan.update]
+        return results
+    if (plan.create or plan.update) and signer is None:
+        raise SystemExit("error: a license signing key is needed to deploy tenants")
+
+    now = datetime.now(UTC)
+    jobs: dict[Future, tuple[str, str, float]] = {}
+    # One process per concurrent deploy ("spawn": no state shared with this process).
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for action, group in (("create", plan.create), ("update", plan.update)):
+            for tenant in group:
+                current = deployed.get(tenant.id)
+                license_key = signer.license_for(tenant, current.license_key if current else None, now)
+                fut = pool.submit(up_customer, tenant, license_key, settings, None, SOURCE_TENANTS_FILE)
+                jobs[fut] = (tenant.id, action, time.monotonic())
+        if destroy_removed:
+            for name in plan.removed:
+                jobs[pool.submit(destroy_customer, name, settings)] = (name, "destroy", time.monotonic())
+        for done, fut in enumerate(as_completed(jobs), 1):
+            name, action, _ = jobs[fut]
+            result = fut.result()
+            result.action = action if result.action == "up" else result.action
+            results.append(result)
+            state = "ok" if result.ok else "FAILED"
+            print(f"[{done}/{len(jobs)}] {name}: {action} {state} in {result.seconds:.1f} s", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m automation.reconcile", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--tenants", type=Path, default=PROJECT_ROOT / "tenants.yaml")
+    parser.add_argument("--parallel", type=int, default=4, help="concurrent deploys (default 4)")
+    parser.add_argument("--destroy-removed", action="store_true", help="destroy stacks removed from the file")
+    parser.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    parser.add_argument("--backend", help="Pulumi backend URL (default: file backend in the data folder)")
+    parser.add_argument("--kubeconfig", help="cluster to deploy to (default: the local control plane)")
+    parser.add_argument("--signing-key", help="PEM private key that signs tenant licenses")
+    parser.add_argument("--kid", default=os.environ.get("IOTISTIC_LICENSE_KID", "platform-1"))
+    args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error("--parallel must be at least 1")
+    try:
+        settings = StackSettings.from_env(args.backend, args.kubeconfig)
+        signer = None if args.dry_run else load_signer(args.signing_key, args.kid)
+        results = reconcile(args.tenants, settings, signer, args.parallel, args.destroy_removed, args.dry_run)
+    except (TenantsFileError, EngineNotBuilt) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print_table(results)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

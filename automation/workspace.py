@@ -1,0 +1,135 @@
+"""Where customer stacks live (file backend or S3) and how one stack's workspace is opened.
+
+Each stack gets its own work directory whose Pulumi.yaml points at the project's program
+(`main:`), so concurrent deploys never write the same settings file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from pulumi import automation as auto
+
+from automation.engine import PROJECT_ROOT, Engine, locate_engine
+
+DATA = Path(os.environ.get("IOTISTIC_DATA", PROJECT_ROOT / ".data"))
+PROJECT_NAME = "iotistic"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Everything needed to open any customer stack: backend, passphrase, cluster, work dirs."""
+
+    backend_url: str
+    passphrase: str
+    kubeconfig: str | None
+    work_root: Path
+    extra_env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_env(cls, backend_url: str | None = None, kubeconfig: str | None = None) -> StackSettings:
+        """Defaults: file backend under the data folder, a generated passphrase kept beside it."""
+        url = backend_url or os.environ.get("IOTISTIC_BACKEND_URL") or f"file://{DATA / 'pulumi-state'}"
+        if url.startswith("file://"):
+            Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE") or _stored_passphrase(DATA / "passphrase")
+        kube = kubeconfig or os.environ.get("IOTISTIC_KUBECONFIG") or _default_kubeconfig()
+        extra = tuple((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
+        return cls(url, passphrase, kube, DATA / "workspaces", extra)
+
+
+def _stored_passphrase(path: Path) -> str:
+    """The passphrase that encrypts stack secrets; generated once, readable by the owner only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def _default_kubeconfig() -> str | None:
+    local = DATA / "cluster" / "kubeconfig"
+    return str(local) if local.exists() else None
+
+
+def _write_project_file(work_dir: Path) -> None:
+    """A Pulumi.yaml for this work dir that runs the project's program with the project's venv."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    venv = Path(os.environ.get("IOTISTIC_VENV", PROJECT_ROOT / ".venv"))
+    (work_dir / "Pulumi.yaml").write_text(
+        f"name: {PROJECT_NAME}\n"
+        f"main: {os.path.relpath(PROJECT_ROOT, work_dir)}\n"
+        "runtime:\n  name: python\n  options:\n    toolchain: pip\n"
+        f"    virtualenv: {venv}\n"
+    )
+
+
+def open_stack(stack_name: str, settings: StackSettings, engine: Engine | None = None) -> auto.Stack:
+    """Create or select `stack_name` in its own work dir, on the configured backend."""
+    engine = engine or locate_engine()
+    work_dir = settings.work_root / stack_name
+    _write_project_file(work_dir)
+    env = {**engine.env(settings.backend_url, settings.passphrase), **dict(settings.extra_env)}
+    opts = auto.LocalWorkspaceOptions(
+        work_dir=str(work_dir),
+        pulumi_home=str(engine.pulumi_home),
+        env_vars=env,
+        pulumi_command=engine.command(),
+    )
+    return auto.create_or_select_stack(stack_name, work_dir=str(work_dir), opts=opts)
+
+
+def list_stacks(settings: StackSettings, engine: Engine | None = None) -> list[str]:
+    """Names of the project's stacks in the backend."""
+    engine = engine or locate_engine()
+    work_dir = settings.work_root / "_list"
+    _write_project_file(work_dir)
+    env = {**engine.env(settings.backend_url, settings.passphrase), **dict(settings.extra_env)}
+    ws = auto.LocalWorkspace(
+        work_dir=str(work_dir),
+        pulumi_home=str(engine.pulumi_home),
+        env_vars=env,
+        pulumi_command=engine.command(),
+    )
+    return sorted(s.name for s in ws.list_stacks())
+
+
+def s3_backend_url(bucket: str, endpoint: str | None = None, region: str = "us-east-1") -> str:
+    """The Pulumi backend URL of an S3 (or S3-compatible, e.g. moto) bucket."""
+    url = f"s3://{bucket}?region={region}"
+    if endpoint:
+        parsed = urlparse(endpoint)
+        url += f"&endpoint={parsed.netloc or parsed.path}&use_path_style=true"
+        if parsed.scheme == "http":
+            url += "&disable_https=true"
+    return url
+
+
+def ensure_s3_backend(backend_url: str) -> None:
+    """Make sure the bucket behind an s3:// backend exists with versioning on (state history)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    parsed = urlparse(backend_url)
+    query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+    endpoint = query.get("endpoint")
+    if endpoint:
+        endpoint = ("http://" if query.get("disable_https") == "true" else "https://") + endpoint
+    s3 = boto3.client("s3", region_name=query.get("region", "us-east-1"), endpoint_url=endpoint)
+    bucket = parsed.netloc
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        if e.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
+            raise
+        region = query.get("region", "us-east-1")
+        location = {"LocationConstraint": region}
+        s3.create_bucket(
+            Bucket=bucket, **({} if region == "us-east-1" else {"CreateBucketConfiguration": location})
+        )
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
