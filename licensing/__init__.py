@@ -1,0 +1,38 @@
+"""The Iotistic license format: plan data and the RS256 JWT that carries it.
+
+One module for both sides: the billing service signs licenses with `sign_license`, the customer
+instance verifies them with `verify_license`. Nothing here talks to a network except an optional
+JWKS fetch, and nothing reads the environment.
+"""
+
+from licensing.plans import PLANS, Plan, get_plan
+from licensing.tokens import (
+    ALGORITHM,
+    DEFAULT_ISSUER,
+    JwksKeySource,
+    KeySource,
+    License,
+    LicenseError,
+    LicenseExpired,
+    PemKeySource,
+    public_jwks,
+    sign_license,
+    verify_license,
+)
+
+__all__ = [
+    "ALGORITHM",
+    "DEFAULT_ISSUER",
+    "PLANS",
+    "JwksKeySource",
+    "KeySource",
+    "License",
+    "LicenseError",
+    "LicenseExpired",
+    "PemKeySource",
+    "Plan",
+    "get_plan",
+    "public_jwks",
+    "sign_license",
+    "verify_license",
+]

@@ -1,0 +1,117 @@
+"""Sensor readings and their validation (BME688-like: temperature, humidity, pressure, gas).
+
+Plain functions, no HTTP or SQL: the HTTP path and the MQTT consumer validate the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+RESERVED_PREFIX = "iotistic"  # broker accounts of the platform itself (admin, consumer)
+
+# Plausible ranges (BME688 operating ranges, gas resistance as the sensor reports it).
+RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (-40.0, 85.0),  # °C
+    "humidity": (0.0, 100.0),  # %
+    "pressure": (300.0, 1100.0),  # hPa
+    "gas_resistance": (1.0, 1.0e9),  # Ω
+}
+UNITS = {"temperature": "°C", "humidity": "%", "pressure": "hPa", "gas_resistance": "Ω"}
+METRICS = tuple(RANGES)
+# Names devices and Node-RED flows commonly use, mapped to ours (the seed's example uses `temp`).
+ALIASES = {"temp": "temperature", "gas": "gas_resistance", "gasResistance": "gas_resistance"}
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class InvalidReading(ValueError):
+    """A reading that cannot be stored; the message says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One stored row of `sensor_readings` (id aside)."""
+
+    device_id: str
+    timestamp: datetime
+    temperature: float | None = None
+    humidity: float | None = None
+    pressure: float | None = None
+    gas_resistance: float | None = None
+
+    def value(self, metric: str) -> float | None:
+        return getattr(self, metric)
+
+
+def validate_device_id(device_id: object) -> str:
+    """The device id if it is usable as an MQTT username and topic level, else InvalidReading."""
+    if not isinstance(device_id, str) or not DEVICE_ID.match(device_id):
+        raise InvalidReading(
+            "device id must be 1-63 characters of lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    if device_id.startswith(RESERVED_PREFIX):
+        raise InvalidReading(f"device ids starting with {RESERVED_PREFIX!r} are reserved")
+    return device_id
+
+
+def parse_timestamp(value: object, now: datetime | None = None) -> datetime:
+    """Epoch seconds or ISO 8601 (naive means UTC); with `now`, refuses times over 5 minutes ahead."""
+    if isinstance(value, bool):
+        raise InvalidReading("timestamp must be epoch seconds or an ISO 8601 string")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or not 0 < value < 32503680000:
+            raise InvalidReading("timestamp is not a plausible epoch time in seconds")
+        ts = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidReading(f"timestamp {value!r} is not ISO 8601") from None
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+    else:
+        raise InvalidReading("timestamp must be epoch seconds or an ISO 8601 string")
+    if now is not None and ts > now + MAX_CLOCK_SKEW:
+        raise InvalidReading(f"timestamp {ts.isoformat()} is in the future")
+    return ts
+
+
+def validate_reading(
+    data: object, *, device_id: str | None = None, now: datetime, require_timestamp: bool = False
+) -> Reading:
+    """Turn a decoded JSON object into a Reading, or raise InvalidReading.
+
+    `device_id` comes from the MQTT topic when given (the broker vouches for it), otherwise from
+    the body. Without a timestamp the reading is stamped `now`, unless one is required: over MQTT
+    the device's timestamp is the message key that makes redelivery idempotent.
+    """
+    if not isinstance(data, dict):
+        raise InvalidReading("a reading must be a JSON object")
+    values: dict[str, float] = {}
+    for key, raw in data.items():
+        metric = ALIASES.get(key, key)
+        if metric not in RANGES or raw is None:
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            raise InvalidReading(f"{metric} must be a number")
+        low, high = RANGES[metric]
+        if not low <= raw <= high:
+            raise InvalidReading(
+                f"{metric} {raw} {UNITS[metric]} is outside {low:g}..{high:g} {UNITS[metric]}"
+            )
+        values[metric] = float(raw)
+    if not values:
+        raise InvalidReading(f"a reading needs at least one of {', '.join(METRICS)}")
+    device = validate_device_id(device_id if device_id is not None else data.get("device_id"))
+    raw_ts = data.get("timestamp", data.get("ts"))
+    if raw_ts is None:
+        if require_timestamp:
+            raise InvalidReading("timestamp is required (it is the reading's idempotency key)")
+        timestamp = now
+    else:
+        timestamp = parse_timestamp(raw_ts, now)
+    return Reading(device, timestamp, **values)

@@ -1,0 +1,253 @@
+"""SQL for the tenant database, one function per query; callers own the transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import dict_row
+
+from tenant_app.alerts import AlertEvent, AlertRule
+from tenant_app.readings import METRICS, Reading
+
+READING_COLUMNS = ("device_id", "timestamp", *METRICS)
+
+
+# --- devices --------------------------------------------------------------------------------------
+def lock_devices(conn: psycopg.Connection) -> None:
+    """Serialise registrations within the transaction, so two requests cannot both take the last slot."""
+    conn.execute("LOCK TABLE devices IN SHARE ROW EXCLUSIVE MODE")
+
+
+def count_devices(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+
+
+def insert_device(conn: psycopg.Connection, device_id: str, name: str) -> dict | None:
+    """The new device row, or None when the id is taken."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "INSERT INTO devices (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING "
+            "RETURNING id, name, created_at",
+            (device_id, name),
+        ).fetchone()
+
+
+def list_devices(conn: psycopg.Connection) -> list[dict]:
+    """Devices with the time of their latest reading (None before the first one)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT d.id, d.name, d.created_at, r.timestamp AS last_seen FROM devices d "
+            "LEFT JOIN LATERAL (SELECT timestamp FROM sensor_readings s WHERE s.device_id = d.id "
+            "ORDER BY timestamp DESC LIMIT 1) r ON true ORDER BY d.id"
+        ).fetchall()
+
+
+def get_device(conn: psycopg.Connection, device_id: str) -> dict | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT id, name, created_at FROM devices WHERE id = %s", (device_id,)).fetchone()
+
+
+def delete_device(conn: psycopg.Connection, device_id: str) -> bool:
+    """Delete a device and its readings; False when it did not exist."""
+    if conn.execute("DELETE FROM devices WHERE id = %s", (device_id,)).rowcount == 0:
+        return False
+    conn.execute("DELETE FROM sensor_readings WHERE device_id = %s", (device_id,))
+    return True
+
+
+def known_devices(conn: psycopg.Connection, device_ids: Iterable[str]) -> set[str]:
+    ids = list(set(device_ids))
+    if not ids:
+        return set()
+    return {r[0] for r in conn.execute("SELECT id FROM devices WHERE id = ANY(%s)", (ids,))}
+
+
+# --- readings -------------------------------------------------------------------------------------
+_INSERT_READINGS = (
+    "INSERT INTO sensor_readings (device_id, timestamp, temperature, humidity, pressure, gas_resistance) "
+    "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[], "
+    "%s::float8[]) ON CONFLICT (device_id, timestamp) DO NOTHING"
+)
+
+
+def insert_readings(conn: psycopg.Connection, readings: Sequence[Reading], returning: bool = False):
+    """Insert many readings in one statement; duplicates (same device and timestamp) are skipped.
+
+    Returns the number inserted, and with `returning` also the inserted readings (for alerts).
+    """
+    if not readings:
+        return (0, []) if returning else 0
+    columns = [[getattr(r, c) for r in readings] for c in READING_COLUMNS]
+    if not returning:
+        return conn.execute(_INSERT_READINGS, columns).rowcount
+    cur = conn.execute(_INSERT_READINGS + " RETURNING " + ", ".join(READING_COLUMNS), columns)
+    rows = [Reading(*row) for row in cur.fetchall()]
+    return len(rows), rows
+
+
+def count_readings(conn: psycopg.Connection, device_id: str, start: datetime, end: datetime, cap: int) -> int:
+    """Rows in the range, counted up to `cap` only (cheap even for months of data)."""
+    return conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM sensor_readings WHERE device_id = %s "
+        "AND timestamp >= %s AND timestamp < %s LIMIT %s) s",
+        (device_id, start, end, cap),
+    ).fetchone()[0]
+
+
+def readings_raw(
+    conn: psycopg.Connection, device_id: str, start: datetime, end: datetime, limit: int
+) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT timestamp, temperature, humidity, pressure, gas_resistance FROM sensor_readings "
+            "WHERE device_id = %s AND timestamp >= %s AND timestamp < %s ORDER BY timestamp LIMIT %s",
+            (device_id, start, end, limit),
+        ).fetchall()
+
+
+def readings_bucketed(
+    conn: psycopg.Connection, device_id: str, start: datetime, end: datetime, bucket_seconds: int
+) -> list[dict]:
+    """Per-bucket averages (and row counts), buckets aligned on `start`."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT date_bin(make_interval(secs => %s), timestamp, %s) AS timestamp, "
+            "avg(temperature) AS temperature, avg(humidity) AS humidity, avg(pressure) AS pressure, "
+            "avg(gas_resistance) AS gas_resistance, count(*) AS count FROM sensor_readings "
+            "WHERE device_id = %s AND timestamp >= %s AND timestamp < %s GROUP BY 1 ORDER BY 1",
+            (bucket_seconds, start, device_id, start, end),
+        ).fetchall()
+
+
+def iter_readings(conn: psycopg.Connection, device_id: str, start: datetime, end: datetime):
+    """All readings of a device in a range, streamed from a server-side cursor (CSV export)."""
+    with conn.cursor(name="export") as cur:
+        cur.execute(
+            "SELECT timestamp, temperature, humidity, pressure, gas_resistance FROM sensor_readings "
+            "WHERE device_id = %s AND timestamp >= %s AND timestamp < %s ORDER BY timestamp",
+            (device_id, start, end),
+        )
+        yield from cur
+
+
+def latest_per_device(conn: psycopg.Connection) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT d.id AS device_id, r.timestamp, r.temperature, r.humidity, r.pressure, r.gas_resistance "
+            "FROM devices d JOIN LATERAL (SELECT * FROM sensor_readings s WHERE s.device_id = d.id "
+            "ORDER BY timestamp DESC LIMIT 1) r ON true ORDER BY d.id"
+        ).fetchall()
+
+
+# --- dead letters and usage counters ----------------------------------------------------------------
+def insert_dead_letters(conn: psycopg.Connection, rows: Sequence[tuple[str, bytes, str, bytes]]) -> int:
+    """Store (topic, payload, reason, message_key) rows; a redelivered message is stored once."""
+    inserted = 0
+    for topic, payload, reason, key in rows:
+        inserted += conn.execute(
+            "INSERT INTO dead_letters (topic, payload, reason, message_key) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (message_key) DO NOTHING",
+            (topic, payload, reason, key),
+        ).rowcount
+    return inserted
+
+
+def list_dead_letters(conn: psycopg.Connection, limit: int = 100) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, received_at, topic, encode(payload, 'escape') AS payload, reason "
+            "FROM dead_letters ORDER BY id DESC LIMIT %s",
+            (limit,),
+        ).fetchall()
+
+
+def add_usage(conn: psycopg.Connection, name: str, amount: int) -> None:
+    if amount:
+        conn.execute(
+            "INSERT INTO usage_counters (name, value) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET value = usage_counters.value + EXCLUDED.value",
+            (name, amount),
+        )
+
+
+def usage(conn: psycopg.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT name, value FROM usage_counters").fetchall())
+
+
+# --- alerts ---------------------------------------------------------------------------------------
+def load_rules(conn: psycopg.Connection) -> list[AlertRule]:
+    rows = conn.execute(
+        "SELECT id, name, metric, operator, threshold, device_id, cooldown_seconds "
+        "FROM alert_rules ORDER BY id"
+    ).fetchall()
+    return [AlertRule(*row) for row in rows]
+
+
+def count_rules(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM alert_rules").fetchone()[0]
+
+
+def insert_rule(conn: psycopg.Connection, fields: dict) -> dict:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "INSERT INTO alert_rules (name, metric, operator, threshold, device_id, cooldown_seconds) "
+            "VALUES (%(name)s, %(metric)s, %(operator)s, %(threshold)s, %(device_id)s, %(cooldown_seconds)s) "
+            "RETURNING id, name, metric, operator, threshold, device_id, cooldown_seconds, created_at",
+            fields,
+        ).fetchone()
+
+
+def list_rules(conn: psycopg.Connection) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, name, metric, operator, threshold, device_id, cooldown_seconds, created_at "
+            "FROM alert_rules ORDER BY id"
+        ).fetchall()
+
+
+def delete_rule(conn: psycopg.Connection, rule_id: int) -> bool:
+    return conn.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,)).rowcount > 0
+
+
+def last_fired(conn: psycopg.Connection, rule_ids: Sequence[int]) -> dict[tuple[int, str], datetime]:
+    """Latest event time per (rule, device), for cooldowns."""
+    if not rule_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT rule_id, device_id, max(reading_time) FROM alert_events "
+        "WHERE rule_id = ANY(%s) GROUP BY 1, 2",
+        (list(rule_ids),),
+    ).fetchall()
+    return {(r, d): t for r, d, t in rows}
+
+
+def insert_alert_events(conn: psycopg.Connection, events: Sequence[AlertEvent]) -> int:
+    inserted = 0
+    for e in events:
+        inserted += conn.execute(
+            "INSERT INTO alert_events (rule_id, rule_name, device_id, metric, operator, threshold, value, "
+            "reading_time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (
+                e.rule.id,
+                e.rule.name,
+                e.device_id,
+                e.rule.metric,
+                e.rule.operator,
+                e.rule.threshold,
+                e.value,
+                e.reading_time,
+            ),
+        ).rowcount
+    return inserted
+
+
+def alert_history(conn: psycopg.Connection, device_id: str | None, limit: int) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, rule_id, rule_name, device_id, metric, operator, threshold, value, reading_time, "
+            "created_at FROM alert_events WHERE (%s::text IS NULL OR device_id = %s) "
+            "ORDER BY reading_time DESC, id DESC LIMIT %s",
+            (device_id, device_id, limit),
+        ).fetchall()
