@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.broker_auth import ADMIN_USER, DASHBOARD_USER, INGEST_USER
+from components.broker_auth import SECRET_NAME as MQTT_SECRET_NAME
 from components.mosquitto import MQTT_PORT, WEBSOCKET_PORT
-from components.secrets import MQTT_SECRET_NAME, SECRET_NAME
+from components.secrets import SECRET_NAME
 from components.workload import Resources, deployment_with_service, http_probe
 from components.workload import container as container_spec
 
@@ -22,6 +24,8 @@ EXPORTER_PORT = 9090
 LICENSE_MOUNT = "/etc/iotistic/license"
 
 API = Resources(cpu_request="250m", cpu_limit="500m", memory_request="256Mi", memory_limit="512Mi")
+CONSUMER = Resources(cpu_request="100m", cpu_limit="250m", memory_request="128Mi", memory_limit="256Mi")
+PROVISION = Resources(cpu_request="50m", cpu_limit="250m", memory_request="64Mi", memory_limit="128Mi")
 DASHBOARD = Resources(cpu_request="100m", cpu_limit="200m", memory_request="128Mi", memory_limit="256Mi")
 EXPORTER = Resources(cpu_request="50m", cpu_limit="100m", memory_request="64Mi", memory_limit="128Mi")
 APP_UID = 10001
@@ -40,9 +44,9 @@ class AppsSettings:
     """What the three services need to know about the world around the instance."""
 
     customer_id: str
-    plan: str
     license_jwks_url: str
     billing_url: str
+    mqtt_public_host: str
 
 
 def api(
@@ -52,19 +56,24 @@ def api(
     secrets_checksum: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
 ) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
+    """The API pod: the REST service, the MQTT ingestion consumer beside it, and a set-up step."""
     env = [
         _from_secret("IOTISTIC_LICENSE_KEY", "IOTISTIC_LICENSE_KEY"),
         # The mounted copy is re-read when the Secret changes, so a renewed license needs no restart.
         _value("IOTISTIC_LICENSE_KEY_FILE", f"{LICENSE_MOUNT}/IOTISTIC_LICENSE_KEY"),
+        _value("LICENSE_JWKS_URL", settings.license_jwks_url),
         _from_secret("DATABASE_URL", "DATABASE_URL"),
         _from_secret("CUSTOMER_ID", "CUSTOMER_ID"),
         _value("MQTT_BROKER", f"mqtt://mosquitto:{MQTT_PORT}"),
-        _value("MQTT_USERNAME", "api"),
-        _from_secret("MQTT_PASSWORD", "API_MQTT_PASSWORD", MQTT_SECRET_NAME),
-        _value("LICENSE_JWKS_URL", settings.license_jwks_url),
+        _value("MQTT_PUBLIC_HOST", settings.mqtt_public_host),
+        # The admin creates device accounts and ACLs; the ingest account is the consumer's own.
+        _value("MQTT_ADMIN_USERNAME", ADMIN_USER),
+        _from_secret("MQTT_ADMIN_PASSWORD", "ADMIN_MQTT_PASSWORD", MQTT_SECRET_NAME),
+        _value("MQTT_USERNAME", INGEST_USER),
+        _from_secret("MQTT_PASSWORD", "INGEST_MQTT_PASSWORD", MQTT_SECRET_NAME),
         _value("API_PORT", str(API_PORT)),
-        _value("IOTISTIC_PLAN", settings.plan),
     ]
+    mounts = [{"name": "license", "mountPath": LICENSE_MOUNT, "readOnly": True}]
     main = container_spec(
         "api",
         image,
@@ -72,8 +81,29 @@ def api(
         API,
         http_probe("/health", "http"),
         env=env,
-        volume_mounts=[{"name": "license", "mountPath": LICENSE_MOUNT, "readOnly": True}],
+        volume_mounts=mounts,
         run_as_user=APP_UID,
+    )
+    consumer = container_spec(
+        "consumer",
+        image,
+        {},
+        CONSUMER,
+        None,
+        env=env,
+        volume_mounts=mounts,
+        run_as_user=APP_UID,
+        command=["python", "-m", "tenant_app.consumer"],
+    )
+    provision = container_spec(
+        "provision",
+        image,
+        {},
+        PROVISION,
+        None,
+        env=env,
+        run_as_user=APP_UID,
+        command=["python", "-m", "tenant_app.provision"],
     )
     return deployment_with_service(
         "api",
@@ -92,6 +122,8 @@ def api(
             }
         ],
         annotations={"checksum/secrets": secrets_checksum},
+        sidecars=[consumer],
+        init_containers=[provision],
     )
 
 
@@ -101,6 +133,8 @@ def dashboard(
     env = [
         _value("API_URL", f"http://api:{API_PORT}"),
         _value("MQTT_URL", f"ws://mosquitto:{WEBSOCKET_PORT}"),
+        _value("MQTT_USERNAME", DASHBOARD_USER),
+        _from_secret("MQTT_PASSWORD", "DASHBOARD_MQTT_PASSWORD", MQTT_SECRET_NAME),
         _value("BILLING_URL", settings.billing_url),
         _from_secret("CUSTOMER_ID", "CUSTOMER_ID"),
         _value("DASHBOARD_PORT", str(DASHBOARD_CONTAINER_PORT)),

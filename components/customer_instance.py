@@ -6,6 +6,7 @@ import pulumi
 
 from components.apps import AppsSettings, api, dashboard, exporter
 from components.args import CustomerInstanceArgs
+from components.broker_auth import broker_auth
 from components.ingress import ingress
 from components.mosquitto import MQTT_PORT, mosquitto
 from components.namespace import customer_namespace
@@ -42,19 +43,26 @@ class CustomerInstance(pulumi.ComponentResource):
         secrets = instance_secrets(
             namespace, args.customer_id, args.email, args.company_name, args.license_key, in_ns
         )
+        auth = broker_auth(namespace, in_ns)
         with_secrets = pulumi.ResourceOptions.merge(
-            workloads, pulumi.ResourceOptions(depends_on=[secrets.secret, secrets.mqtt_secret])
+            workloads, pulumi.ResourceOptions(depends_on=[secrets.secret, auth.secret])
         )
         postgres(namespace, args.customer_id, args.images.postgres, args.storage, with_secrets)
         mosquitto(
-            namespace, args.customer_id, args.images.mosquitto, args.storage.storage_class, with_secrets
+            namespace,
+            args.customer_id,
+            args.images.mosquitto,
+            args.storage.storage_class,
+            auth.checksum,
+            with_secrets,
         )
 
+        mqtt_host = f"mosquitto.{args.namespace}.svc.cluster.local"
         settings = AppsSettings(
             customer_id=args.customer_id,
-            plan=args.plan,
             license_jwks_url=f"https://billing.{args.networking.base_domain}/.well-known/jwks.json",
             billing_url=f"https://billing.{args.networking.base_domain}",
+            mqtt_public_host=mqtt_host,
         )
         img = args.images
         api(namespace, settings, img.iotistic("api", img.api_tag), secrets.data_checksum, with_secrets)
@@ -65,9 +73,7 @@ class CustomerInstance(pulumi.ComponentResource):
         self.namespace = namespace
         self.instance_url = pulumi.Output.from_input(f"https://{args.host}")
         self.api_url = pulumi.Output.from_input(f"https://{args.host}/api")
-        self.mqtt_endpoint = pulumi.Output.from_input(
-            f"mqtt://mosquitto.{args.namespace}.svc.cluster.local:{MQTT_PORT}"
-        )
+        self.mqtt_endpoint = pulumi.Output.from_input(f"mqtt://{mqtt_host}:{MQTT_PORT}")
         self.database_password = pulumi.Output.secret(secrets.database_password)
         # Kept for callers and tests that inspect the parts (e.g. the Secret's secrecy).
         self.secrets = secrets

@@ -1,4 +1,8 @@
-"""The customer's MQTT broker: Mosquitto 2 with password and ACL files, MQTT 1883 and websockets 9001."""
+"""The customer's MQTT broker: Mosquitto 2, MQTT 1883 and websockets 9001, no anonymous access.
+
+Static service users live in a password file with an ACL file; device accounts are created at run
+time by the API through the dynamic-security plugin (see components/broker_auth.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import hashlib
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.secrets import MQTT_SECRET_NAME
+from components.broker_auth import DASHBOARD_USER
+from components.broker_auth import SECRET_NAME as AUTH_SECRET
 from components.workload import Resources, deployment_with_service, tcp_probe
 from components.workload import container as container_spec
 
@@ -15,8 +20,10 @@ APP = "mosquitto"
 MQTT_PORT = 1883
 WEBSOCKET_PORT = 9001
 MOSQUITTO_UID = 1883  # the mosquitto user of the eclipse-mosquitto image
-RESOURCES = Resources(cpu_request="50m", cpu_limit="200m", memory_request="64Mi", memory_limit="128Mi")
+RESOURCES = Resources(cpu_request="50m", cpu_limit="200m", memory_request="64Mi", memory_limit="256Mi")
+INIT_RESOURCES = Resources(cpu_request="10m", cpu_limit="50m", memory_request="16Mi", memory_limit="32Mi")
 DATA_SIZE = "1Gi"
+DYNSEC_FILE = "/mosquitto/data/dynamic-security.json"
 
 MOSQUITTO_CONF = f"""\
 # Managed by Iotistic (components/mosquitto.py): edits are overwritten by the next `pulumi up`.
@@ -24,22 +31,25 @@ per_listener_settings false
 allow_anonymous false
 password_file /mosquitto/auth/passwd
 acl_file /mosquitto/config/acl
+plugin /usr/lib/mosquitto_dynamic_security.so
+plugin_opt_config_file {DYNSEC_FILE}
 persistence true
 persistence_location /mosquitto/data/
 autosave_interval 60
+# The ingestion consumer's persistent session must survive its restarts without dropping QoS 1
+# readings: the default of 1000 queued messages is far below a minute of 1000 devices.
+max_queued_messages 200000
+max_queued_bytes 67108864
 log_dest stdout
 listener {MQTT_PORT}
 listener {WEBSOCKET_PORT}
 protocol websockets
 """
 
-# The instance's services read all telemetry; a device may publish only under its own name.
-ACL = """\
-user api
+# Static users only; device ACLs (each device publishes only to its own topic) are dynamic-security roles.
+ACL = f"""\
+user {DASHBOARD_USER}
 topic read sensor/#
-user dashboard
-topic read sensor/#
-pattern write sensor/%u/#
 """
 
 
@@ -48,6 +58,7 @@ def mosquitto(
     customer_id: str,
     image: str,
     storage_class: str | None,
+    auth_checksum: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
 ) -> tuple[
     k8s.core.v1.ConfigMap, k8s.core.v1.PersistentVolumeClaim, k8s.apps.v1.Deployment, k8s.core.v1.Service
@@ -68,20 +79,31 @@ def mosquitto(
         opts=opts,
     )
     ports = {"mqtt": MQTT_PORT, "websockets": WEBSOCKET_PORT}
+    mounts = [
+        {"name": "config", "mountPath": "/mosquitto/config", "readOnly": True},
+        {"name": "auth", "mountPath": "/mosquitto/auth", "readOnly": True},
+        {"name": "data", "mountPath": "/mosquitto/data"},
+    ]
     main = container_spec(
-        APP,
-        image,
-        ports,
-        RESOURCES,
-        tcp_probe(MQTT_PORT),
-        volume_mounts=[
-            {"name": "config", "mountPath": "/mosquitto/config", "readOnly": True},
-            {"name": "auth", "mountPath": "/mosquitto/auth", "readOnly": True},
-            {"name": "data", "mountPath": "/mosquitto/data"},
-        ],
-        run_as_user=MOSQUITTO_UID,
+        APP, image, ports, RESOURCES, tcp_probe(MQTT_PORT), volume_mounts=mounts, run_as_user=MOSQUITTO_UID
     )
-    checksum = hashlib.sha256((MOSQUITTO_CONF + ACL).encode()).hexdigest()
+    # The plugin rewrites its file as devices come and go, so it lives on the volume; the Secret
+    # only seeds it once (the admin account), and later runs keep the devices already created.
+    seed = container_spec(
+        "seed-dynamic-security",
+        image,
+        {},
+        INIT_RESOURCES,
+        None,
+        volume_mounts=mounts,
+        run_as_user=MOSQUITTO_UID,
+        command=[
+            "sh",
+            "-c",
+            f"[ -f {DYNSEC_FILE} ] || cp /mosquitto/auth/dynamic-security.json {DYNSEC_FILE}",
+        ],
+    )
+    conf_checksum = hashlib.sha256((MOSQUITTO_CONF + ACL).encode()).hexdigest()
     deployment, svc = deployment_with_service(
         APP,
         namespace,
@@ -93,13 +115,20 @@ def mosquitto(
             {"name": "config", "configMap": {"name": "mosquitto-config"}},
             {
                 "name": "auth",
-                "secret": {"secretName": MQTT_SECRET_NAME, "items": [{"key": "passwd", "path": "passwd"}]},
+                "secret": {
+                    "secretName": AUTH_SECRET,
+                    "items": [
+                        {"key": "passwd", "path": "passwd"},
+                        {"key": "dynamic-security.json", "path": "dynamic-security.json"},
+                    ],
+                },
             },
             {"name": "data", "persistentVolumeClaim": {"claimName": "mosquitto-data"}},
         ],
-        annotations={"checksum/config": checksum},
+        annotations={"checksum/config": conf_checksum, "checksum/auth": auth_checksum},
         # One pod owns the RWO volume: the old one stops before the new one starts.
         strategy={"type": "Recreate"},
         fs_group=MOSQUITTO_UID,
+        init_containers=[seed],
     )
     return config, data, deployment, svc

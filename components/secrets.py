@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 
@@ -11,18 +10,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 SECRET_NAME = "instance-secrets"
-MQTT_SECRET_NAME = "mosquitto-auth"
 DATABASE = "iotistic"
-# Mosquitto's own password-file format: PBKDF2-SHA512, 101 iterations, 12-byte salt ("$7$").
-_MOSQUITTO_ITERATIONS = 101
-MQTT_SERVICE_USERS = ("api", "dashboard")
-
-
-def mosquitto_password_line(user: str, password: str, salt: bytes) -> str:
-    """One `mosquitto_passwd`-compatible line; the salt comes from state so the hash is stable."""
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _MOSQUITTO_ITERATIONS)
-    salt_b64, digest_b64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    return f"{user}:$7${_MOSQUITTO_ITERATIONS}${salt_b64}${digest_b64}"
 
 
 def random_password(name: str, opts: pulumi.ResourceOptions) -> random.RandomPassword:
@@ -54,10 +42,8 @@ class InstanceSecrets:
     """The Kubernetes Secrets of an instance and the generated values behind them."""
 
     secret: k8s.core.v1.Secret
-    mqtt_secret: k8s.core.v1.Secret
     database_password: pulumi.Output[str]
     database_url: pulumi.Output[str]
-    mqtt_passwords: dict[str, pulumi.Output[str]]
     data_checksum: pulumi.Output[str]
 
 
@@ -89,28 +75,5 @@ def instance_secrets(
         opts=opts,
     )
 
-    # Broker users for the instance's own services; devices get theirs at run time from the API.
-    salt = random.RandomBytes("mosquitto-salt", length=12, opts=opts).base64
-    mqtt_passwords = {
-        user: random_password(f"mqtt-{user}-password", opts).result for user in MQTT_SERVICE_USERS
-    }
-    password_file = pulumi.Output.all(salt, *mqtt_passwords.values()).apply(
-        lambda v: "".join(
-            mosquitto_password_line(user, pw, base64.b64decode(v[0])) + "\n"
-            for user, pw in zip(MQTT_SERVICE_USERS, v[1:], strict=True)
-        )
-    )
-    mqtt_secret = k8s.core.v1.Secret(
-        MQTT_SECRET_NAME,
-        metadata={"name": MQTT_SECRET_NAME, "namespace": namespace},
-        type="Opaque",
-        string_data={
-            "passwd": pulumi.Output.secret(password_file),
-            **{f"{u.upper()}_MQTT_PASSWORD": pulumi.Output.secret(p) for u, p in mqtt_passwords.items()},
-        },
-        opts=opts,
-    )
-
     # Pods roll when any secret value changes, e.g. a renewed license.
-    data_checksum = checksum(*data.values(), password_file)
-    return InstanceSecrets(secret, mqtt_secret, db_password, db_url, mqtt_passwords, data_checksum)
+    return InstanceSecrets(secret, db_password, db_url, checksum(*data.values()))

@@ -72,24 +72,31 @@ def container(
     image: str,
     ports: dict[str, int],
     resources: Resources,
-    check: dict,
+    check: dict | None,
     *,
     env: list[dict] | None = None,
     volume_mounts: list[dict] | None = None,
     run_as_user: int | None = None,
+    command: list[str] | None = None,
 ) -> dict:
-    """A container spec with named ports, probes, resources and the restricted security context."""
+    """A container spec with named ports, probes, resources and the restricted security context.
+
+    `check=None` is for containers without a port to probe (init steps, the MQTT consumer).
+    """
     security = dict(CONTAINER_SECURITY)
     if run_as_user is not None:
         security["runAsUser"] = run_as_user
     spec: dict = {
         "name": name,
         "image": image,
-        "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports.items()],
         "resources": resources.spec(),
         "securityContext": security,
-        **probes(check),
+        **(probes(check) if check else {}),
     }
+    if ports:
+        spec["ports"] = [{"name": port_name, "containerPort": port} for port_name, port in ports.items()]
+    if command:
+        spec["command"] = command
     if env:
         spec["env"] = env
     if volume_mounts:
@@ -106,6 +113,7 @@ def pod_template(
     annotations: pulumi.Input[dict] | None = None,
     fs_group: int | None = None,
     service_account: pulumi.Input[str] | None = None,
+    init_containers: list[dict] | None = None,
 ) -> dict:
     pod_security: dict = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     if fs_group is not None:
@@ -118,6 +126,8 @@ def pod_template(
     }
     if service_account is not None:
         spec["serviceAccountName"] = service_account
+    if init_containers:
+        spec["initContainers"] = init_containers
     if volumes:
         spec["volumes"] = volumes
     metadata: dict = {"labels": app_labels(app, customer_id)}
@@ -159,6 +169,8 @@ def deployment_with_service(
     strategy: dict | None = None,
     fs_group: int | None = None,
     service_account: pulumi.Input[str] | None = None,
+    sidecars: list[dict] | None = None,
+    init_containers: list[dict] | None = None,
 ) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
     """One-replica Deployment of `main` and its Service: the shape of every workload but Postgres."""
     spec: dict = {
@@ -167,11 +179,12 @@ def deployment_with_service(
         "template": pod_template(
             app,
             customer_id,
-            [main],
+            [main, *(sidecars or [])],
             volumes=volumes,
             annotations=annotations,
             fs_group=fs_group,
             service_account=service_account,
+            init_containers=init_containers,
         ),
     }
     if strategy:

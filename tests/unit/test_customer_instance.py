@@ -5,6 +5,8 @@ The same component is deployed for real by tests/cluster/test_customer_stacks.py
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pytest
 
@@ -40,8 +42,8 @@ def deployed():
 
 
 def _container(mocks, app: str, kind: str = DEPLOYMENT) -> dict:
-    (c,) = mocks.one(kind, app).inputs["spec"]["template"]["spec"]["containers"]
-    return c
+    """The main container of a workload (the first one)."""
+    return mocks.one(kind, app).inputs["spec"]["template"]["spec"]["containers"][0]
 
 
 def _env(container: dict) -> dict:
@@ -124,14 +126,23 @@ def test_mosquitto(deployed):
     assert "persistence true" in conf["mosquitto.conf"]
     assert "password_file /mosquitto/auth/passwd" in conf["mosquitto.conf"]
     assert "acl_file /mosquitto/config/acl" in conf["mosquitto.conf"]
-    assert "pattern write sensor/%u/#" in conf["acl"]
+    assert "plugin /usr/lib/mosquitto_dynamic_security.so" in conf["mosquitto.conf"]
+    assert "max_queued_messages 200000" in conf["mosquitto.conf"]
+    assert conf["acl"] == "user dashboard\ntopic read sensor/#\n"
     c = _container(mocks, "mosquitto")
     assert c["image"] == "eclipse-mosquitto:2.0"
     assert c["readinessProbe"]["tcpSocket"]["port"] == 1883
     ports = {p["name"]: p["port"] for p in mocks.one(SERVICE, "mosquitto").inputs["spec"]["ports"]}
     assert ports == {"mqtt": 1883, "websockets": 9001}
-    passwd = mocks.one("kubernetes:core/v1:Secret", "mosquitto-auth").inputs["stringData"]["passwd"]
-    assert all(line.split(":")[1].startswith("$7$101$") for line in passwd.splitlines())
+    pod = mocks.one(DEPLOYMENT, "mosquitto").inputs["spec"]
+    assert pod["strategy"] == {"type": "Recreate"}  # one pod at a time owns the RWO volume
+    (seed,) = pod["template"]["spec"]["initContainers"]
+    assert "dynamic-security.json" in seed["command"][-1]
+    auth = mocks.one("kubernetes:core/v1:Secret", "mosquitto-auth")
+    assert auth.inputs["stringData"]["passwd"].startswith("dashboard:$7$101$")
+    dynsec = json.loads(auth.inputs["stringData"]["dynamic-security.json"])
+    assert [c["username"] for c in dynsec["clients"]] == ["iotistic-admin"]
+    assert dynsec["defaultACLAccess"]["publishClientSend"] is False
 
 
 @pytest.mark.parametrize(
@@ -171,6 +182,12 @@ def test_app_environment(deployed):
     assert api["IOTISTIC_LICENSE_KEY"] == {"name": "instance-secrets", "key": "IOTISTIC_LICENSE_KEY"}
     assert api["DATABASE_URL"] == {"name": "instance-secrets", "key": "DATABASE_URL"}
     assert api["MQTT_BROKER"] == "mqtt://mosquitto:1883"
+    assert api["MQTT_ADMIN_USERNAME"] == "iotistic-admin"
+    assert api["MQTT_ADMIN_PASSWORD"] == {"name": "mosquitto-auth", "key": "ADMIN_MQTT_PASSWORD"}
+    pod = mocks.one(DEPLOYMENT, "api").inputs["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["api", "consumer"]
+    assert pod["containers"][1]["command"] == ["python", "-m", "tenant_app.consumer"]
+    assert [c["command"] for c in pod["initContainers"]] == [["python", "-m", "tenant_app.provision"]]
     dashboard = _env(_container(mocks, "dashboard"))
     assert dashboard["API_URL"] == "http://api:3001" and dashboard["MQTT_URL"] == "ws://mosquitto:9001"
     exporter = _env(_container(mocks, "billing-exporter"))
@@ -248,8 +265,13 @@ def test_every_pod_fits_the_quota(deployed):
     def mem(v: str) -> int:
         return int(v[:-2]) * (1024 if v.endswith("Gi") else 1)
 
-    containers = [_container(mocks, a) for a in ("api", "dashboard", "billing-exporter", "mosquitto")]
-    containers.append(_container(mocks, "postgres", "kubernetes:apps/v1:StatefulSet"))
+    containers = [
+        c
+        for app, kind in [(a, DEPLOYMENT) for a in ("api", "dashboard", "billing-exporter", "mosquitto")]
+        + [("postgres", "kubernetes:apps/v1:StatefulSet")]
+        for c in mocks.one(kind, app).inputs["spec"]["template"]["spec"]["containers"]
+    ]
+    assert len(containers) == 6  # the API pod runs the MQTT consumer beside it
     assert sum(cpu(c["resources"]["limits"]["cpu"]) for c in containers) <= 4 - 0.5
     assert sum(mem(c["resources"]["limits"]["memory"]) for c in containers) <= 4096 - 512
 
