@@ -110,10 +110,11 @@ def load_signer(path: str | None, kid: str) -> LicenseSigner:
 
 def print_table(results: list[StackResult]) -> None:
     """The summary: one row per stack, what was done, how long it took, what changed or failed."""
-    rows = [("STACK", "ACTION", "RESULT", "SECONDS", "CHANGES")]
+    rows = [("STACK", "ACTION", "RESULT", "SECONDS", "CHANGES", "INSTANCE URL")]
     for r in sorted(results, key=lambda r: r.stack):
         changes = ", ".join(f"{k} {v}" for k, v in sorted(r.changes.items())) or "-"
-        rows.append((r.stack, r.action, "ok" if r.ok else "FAILED", f"{r.seconds:.1f}", changes))
+        url = r.outputs.get("instanceUrl", "")
+        rows.append((r.stack, r.action, "ok" if r.ok else "FAILED", f"{r.seconds:.1f}", changes, url))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.parallel < 1:
         parser.error("--parallel must be at least 1")
     try:
+        # The file's problems first: before a missing signing key, and before from_env creates
+        # the backend folder or the passphrase file.
+        load_tenants(args.tenants)
         settings = StackSettings.from_env(args.backend, args.kubeconfig)
         signer = None if args.dry_run else load_signer(args.signing_key, args.kid)
         results = reconcile(args.tenants, settings, signer, args.parallel, args.destroy_removed, args.dry_run)
