@@ -46,6 +46,8 @@ class ReconcilePlan:
     update: list[Tenant] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # tenants.yaml ids that belong to a signup customer's stack: never taken over.
+    conflicts: list[str] = field(default_factory=list)
 
 
 def plan_reconcile(tenants: list[Tenant], deployed: dict[str, DeployedStack]) -> ReconcilePlan:
@@ -54,7 +56,9 @@ def plan_reconcile(tenants: list[Tenant], deployed: dict[str, DeployedStack]) ->
     wanted = {t.id for t in tenants}
     for tenant in tenants:
         current = deployed.get(tenant.id)
-        if current is None or current.tenant_hash is None:
+        if current is not None and current.source not in (None, SOURCE_TENANTS_FILE):
+            plan.conflicts.append(tenant.id)
+        elif current is None or current.tenant_hash is None:
             plan.create.append(tenant)
         elif current.tenant_hash != tenant_hash(tenant):
             plan.update.append(tenant)
@@ -79,7 +83,7 @@ class LicenseSigner:
         if current:
             try:
                 lic = verify_license(
-                    current, PemKeySource(public_key_pem(self.private_pem)), customer_id=tenant.id
+                    current, PemKeySource(public_key_pem(self.private_pem)), customer_id=tenant.id, now=now
                 )
                 if lic.plan == tenant.plan and lic.seconds_left(now) > RENEW_WHEN_DAYS_LEFT * 86400:
                     return current
@@ -134,7 +138,7 @@ def reconcile(
     """Bring the stacks in line with tenants_file; returns one result per stack looked at."""
     tenants = load_tenants(tenants_file)  # raises TenantsFileError before anything is touched
     if settings.backend_url.startswith("s3://"):
-        ensure_s3_backend(settings.backend_url)
+        ensure_s3_backend(settings.backend_url, dict(settings.extra_env))
     names = [n for n in list_stacks(settings) if n != PLATFORM_STACK]
     with ThreadPoolExecutor(max_workers=4) as reads:  # read-only CLI calls
         deployed = dict(zip(names, reads.map(lambda n: deployed_stack(n, settings), names), strict=True))
@@ -145,6 +149,15 @@ def reconcile(
         flush=True,
     )
     results = [StackResult(name, "none (unchanged)") for name in plan.unchanged]
+    results += [
+        StackResult(
+            name,
+            "refused",
+            ok=False,
+            error=f"stack {name!r} belongs to a signup customer; give the tenants.yaml entry another id",
+        )
+        for name in plan.conflicts
+    ]
     if not destroy_removed:
         results += [
             StackResult(name, "none (removed; --destroy-removed deletes it)") for name in plan.removed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -110,8 +111,12 @@ def s3_backend_url(bucket: str, endpoint: str | None = None, region: str = "us-e
     return url
 
 
-def ensure_s3_backend(backend_url: str) -> None:
-    """Make sure the bucket behind an s3:// backend exists with versioning on (state history)."""
+def ensure_s3_backend(backend_url: str, env: Mapping[str, str] | None = None) -> None:
+    """Make sure the bucket behind an s3:// backend exists with versioning on (state history).
+
+    `env` (a StackSettings' extra_env) may carry the AWS credentials the engine gets; without
+    them boto3's usual chain (environment, ~/.aws) applies.
+    """
     import boto3
     from botocore.exceptions import ClientError
 
@@ -120,7 +125,14 @@ def ensure_s3_backend(backend_url: str) -> None:
     endpoint = query.get("endpoint")
     if endpoint:
         endpoint = ("http://" if query.get("disable_https") == "true" else "https://") + endpoint
-    s3 = boto3.client("s3", region_name=query.get("region", "us-east-1"), endpoint_url=endpoint)
+    env = env or {}
+    # A session of its own: boto3's default one keeps whatever credentials it found first.
+    session = boto3.session.Session(
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=env.get("AWS_SESSION_TOKEN"),
+    )
+    s3 = session.client("s3", region_name=query.get("region", "us-east-1"), endpoint_url=endpoint)
     bucket = parsed.netloc
     try:
         s3.head_bucket(Bucket=bucket)

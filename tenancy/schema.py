@@ -2,8 +2,8 @@
 
 Validation runs before any stack is touched, so a typo never half-applies a change.
 
-    defaults:                 # optional; merged under every tenant's overrides
-      base_domain: iotistic.cloud
+    defaults:                 # optional; same sections as overrides, merged under every tenant's
+      networking: {base_domain: iotistic.cloud}
     tenants:
       - id: acme              # DNS label: the stack name and namespace customer-acme
         email: ops@acme.example
@@ -100,12 +100,38 @@ def tenant_problems(entry: dict[str, Any]) -> list[str]:
         if not isinstance(values, dict):
             problems.append(f"overrides.{section} must be a mapping")
             continue
-        problems += [
-            f"unknown key {k!r} in overrides.{section} (allowed: {', '.join(sorted(allowed))})"
-            for k in values
-            if k not in allowed
-        ]
+        for key, value in values.items():
+            if key not in allowed:
+                problems.append(
+                    f"unknown key {key!r} in overrides.{section} (allowed: {', '.join(sorted(allowed))})"
+                )
+            elif (expected := _value_problem(key, value)) is not None:
+                problems.append(f"overrides.{section}.{key} must be {expected}, not {value!r}")
     return problems
+
+
+# Override keys whose values are not plain strings; every other override key takes a string.
+_LIST_KEYS = {"cluster_cidrs"}
+_MAPPING_KEYS = {"ingress_namespace_labels"}
+_OPTIONAL_KEYS = {"storage_class"}
+
+
+def _value_problem(key: str, value: Any) -> str | None:
+    """What `value` should have been for override `key`, or None when it is fine.
+
+    Checked here so a typo fails validation instead of that tenant's deploy.
+    """
+    if key in _LIST_KEYS:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else "a list of strings"
+    if key in _MAPPING_KEYS:
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
+        return None if ok else "a mapping of strings to strings"
+    if value is None and key in _OPTIONAL_KEYS:
+        return None
+    return None if isinstance(value, str) else "a string"
 
 
 def _line_of(node: yaml.Node) -> int:
@@ -119,18 +145,31 @@ def parse_tenants(text: str, path: str = "tenants.yaml") -> list[Tenant]:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise TenantsFileError(path, [f"not valid YAML: {e}"]) from None
-    if not isinstance(data, dict) or set(data) - {"tenants", "defaults"}:
+    if not isinstance(data, dict):
         raise TenantsFileError(
             path, ["line 1: the file must be a mapping with 'tenants' (and optional 'defaults')"]
         )
+    key_lines = {k.value: _line_of(k) for k, _ in (root.value if root else [])}
+    unknown = [
+        f"line {key_lines.get(k, 1)}: unknown top-level key {k!r} (allowed: defaults, tenants)"
+        for k in data
+        if k not in ("tenants", "defaults")
+    ]
+    if unknown:
+        raise TenantsFileError(path, unknown)
     entries = data.get("tenants") or []
     defaults = data.get("defaults") or {}
-    nodes = next((v for k, v in (root.value if root else []) if k.value == "tenants"), None)
+    keys = {k.value: (_line_of(k), v) for k, v in (root.value if root else [])}
+    nodes = keys.get("tenants", (0, None))[1]
     lines = [_line_of(n) for n in nodes.value] if isinstance(nodes, yaml.SequenceNode) else []
 
     problems: list[str] = []
     default_problems = tenant_problems({"id": "x", "email": "x@x.io", "company": "x", "overrides": defaults})
-    problems += [f"defaults: {p}" for p in default_problems]
+    problems += [f"line {keys['defaults'][0]}: defaults: {p}" for p in default_problems]
+    if not isinstance(entries, list):
+        # Iterating a mapping or a string would report each key (or character) as a "tenant".
+        problems.append(f"line {keys['tenants'][0]}: 'tenants' must be a list of tenant entries")
+        entries = []
     seen: dict[str, int] = {}
     tenants: list[Tenant] = []
     for i, entry in enumerate(entries):
@@ -145,7 +184,7 @@ def parse_tenants(text: str, path: str = "tenants.yaml") -> list[Tenant]:
             problems.append(f"line {line}: duplicate id {tid!r} (first at line {seen[tid]})")
         elif isinstance(tid, str):
             seen[tid] = line
-        if not entry_problems:
+        if not entry_problems and not default_problems:  # broken defaults cannot be merged
             merged = {
                 s: {**defaults.get(s, {}), **entry.get("overrides", {}).get(s, {})}
                 for s in OVERRIDE_SECTIONS
@@ -160,4 +199,9 @@ def parse_tenants(text: str, path: str = "tenants.yaml") -> list[Tenant]:
 
 
 def load_tenants(path: Path) -> list[Tenant]:
-    return parse_tenants(path.read_text(), str(path))
+    """Read and validate a tenants file; a missing or unreadable file is a TenantsFileError too."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TenantsFileError(str(path), [f"cannot read the file: {e.strerror}"]) from None
+    return parse_tenants(text, str(path))
