@@ -1,12 +1,15 @@
-"""`python -m devenv SERVICE start|stop|status`: the local Postgres and Mosquitto of the demo."""
+"""`python -m devenv SERVICE start|stop|status`: the local Postgres and Mosquitto of the demo, and
+the local Kubernetes control plane (`cluster`; not part of `all`, it needs toolchain/build-cluster.sh)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
+from devenv.cluster import LocalCluster
 from devenv.mosquitto import LocalMosquitto
 from devenv.ports import PortInUse
 from devenv.postgres import LocalPostgres
@@ -22,11 +25,36 @@ def services() -> dict[str, LocalPostgres | LocalMosquitto]:
     }
 
 
+def cluster_command(action: str, cluster: LocalCluster | None = None) -> int:
+    """start|stop|status of the local Kubernetes control plane, with what a user needs to reach it."""
+    cluster = cluster or LocalCluster(DATA / "cluster")
+    try:
+        if action == "start":
+            if cluster.running():
+                print(f"cluster: already running\n{cluster.describe()}")
+                return 0
+            began = time.monotonic()
+            cluster.start()
+            print(f"cluster: started in {time.monotonic() - began:.1f} s\n{cluster.describe()}")
+        elif action == "stop":
+            cluster.stop()
+            print("cluster: stopped")
+        else:
+            state = "running" if cluster.running() else "stopped"
+            print(f"cluster: {state}\n{cluster.describe()}")
+    except (ServiceError, PortInUse) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devenv", description=__doc__)
-    parser.add_argument("service", choices=["postgres", "mosquitto", "all"])
+    parser.add_argument("service", choices=["postgres", "mosquitto", "cluster", "all"])
     parser.add_argument("action", choices=["start", "stop", "status"])
     args = parser.parse_args(argv)
+    if args.service == "cluster":
+        return cluster_command(args.action)
     chosen = services() if args.service == "all" else {args.service: services()[args.service]}
     for name, svc in chosen.items():
         try:

@@ -109,3 +109,46 @@ def mosquitto(service_data_dir: Path):
     broker.start()
     yield broker
     broker.stop()
+
+
+# --- Local Kubernetes control plane --------------------------------------------------------------
+@pytest.fixture(scope="session")
+def cluster():
+    """The project's local control plane (devenv/cluster.py), started once for the whole session.
+
+    A cluster the user started (`python -m devenv cluster start`) is reused and left running. One
+    started by tests is stopped by the last test session using it (sessions may overlap: each holds
+    a lease file named by its pid). `.kubeconfig` is the admin kubeconfig.
+    """
+    from devenv.cluster import LocalCluster
+    from devenv.ports import PortInUse
+    from devenv.service_user import ServiceError
+
+    local = LocalCluster()
+    leases = local.data_dir / "test-sessions"
+    leases.mkdir(parents=True, exist_ok=True)
+    lease = leases / str(os.getpid())
+    lease.touch()
+    started_by_tests = local.data_dir / "started-by-tests"
+    if not local.running():
+        try:
+            local.start()
+        except (ServiceError, PortInUse) as e:
+            lease.unlink()
+            pytest.fail(f"the local cluster did not start: {e}")
+        started_by_tests.touch()
+    yield local
+    lease.unlink()
+    if started_by_tests.exists() and not [p for p in leases.iterdir() if _alive(int(p.name))]:
+        local.stop()
+        started_by_tests.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,854 @@
+"""A real local Kubernetes control plane for `pulumi up` of Kubernetes resources, on loopback.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the upstream binaries built
+by toolchain/build-cluster.sh; kwok plays the kubelets of a few simulated nodes, the volume
+provisioner and the ingress controller (toolchain/cluster/kwok/stages.yaml). Every listener is on
+127.0.0.1 and a non-default port; certificates, logs and etcd's data live under one folder, and the
+admin kubeconfig is written there (never to ~/.kube/config).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import fcntl
+import http.client
+import ipaddress
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from devenv.ports import ensure_free
+from devenv.service_user import ServiceError, tail
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ROOT / "toolchain" / "cluster" / "kwok" / "stages.yaml"
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+STORAGE_CLASS = "standard"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+START_TIMEOUT = 90.0
+
+
+def default_bin_dir() -> Path:
+    """Where toolchain/build-cluster.sh puts the binaries ($IOTISTIC_CACHE/bin)."""
+    return Path(os.environ.get("IOTISTIC_CACHE", ROOT / ".cache")) / "bin"
+
+
+def default_data_dir() -> Path:
+    """$IOTISTIC_DATA/cluster: certificates, logs, etcd data and the kubeconfig."""
+    return Path(os.environ.get("IOTISTIC_DATA", ROOT / ".data")) / "cluster"
+
+
+# --- Certificates ---------------------------------------------------------------------------------
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    path.chmod(0o600)
+
+
+def _name(cn: str, orgs: Iterable[str] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+@dataclass
+class Pki:
+    """The cluster's CA and the certificates issued from it, as PEM files in one folder."""
+
+    dir: Path
+    # Leaf certificates are re-issued when they get this close to expiry (the CA lasts 10 years).
+    renew_before: dt.timedelta = dt.timedelta(days=30)
+
+    def crt(self, name: str) -> Path:
+        return self.dir / f"{name}.crt"
+
+    def key(self, name: str) -> Path:
+        return self.dir / f"{name}.key"
+
+    def _load_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        cert = x509.load_pem_x509_certificate(self.crt("ca").read_bytes())
+        key = serialization.load_pem_private_key(self.key("ca").read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return cert, key
+
+    def ensure_ca(self) -> None:
+        """Create the CA once; it signs every serving and client certificate of the cluster."""
+        if self.crt("ca").exists() and self.key("ca").exists():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        name = _name("iotistic-local-cluster-ca")
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_key(self.key("ca"), key)
+        self.crt("ca").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    def _fresh(self, name: str) -> bool:
+        try:
+            cert = x509.load_pem_x509_certificate(self.crt(name).read_bytes())
+        except (OSError, ValueError):
+            return False
+        return (
+            self.key(name).exists() and cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > self.renew_before
+        )
+
+    def issue(
+        self,
+        name: str,
+        cn: str,
+        *,
+        orgs: Iterable[str] = (),
+        dns: Iterable[str] = (),
+        ips: Iterable[str] = (),
+        server: bool = False,
+        client: bool = False,
+    ) -> None:
+        """Issue `name`.crt/.key signed by the CA, unless a valid one is already there."""
+        if self._fresh(name):
+            return
+        ca_cert, ca_key = self._load_ca()
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn, orgs))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+            )
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        _write_key(self.key(name), key)
+        self.crt(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    def ensure_service_account_key(self) -> None:
+        """The key pair the API server signs service-account tokens with (and verifies them by)."""
+        if self.key("sa").exists():
+            return
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_key(self.key("sa"), key)
+        self.dir.joinpath("sa.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+
+def write_kubeconfig(path: Path, server: str, pki: Pki, cert: str, user: str) -> None:
+    """A kubeconfig with the CA and client certificate embedded, so its content works on its own."""
+
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "iotistic-local",
+                "cluster": {"server": server, "certificate-authority-data": b64(pki.crt("ca"))},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(pki.crt(cert)),
+                    "client-key-data": b64(pki.key(cert)),
+                },
+            }
+        ],
+        "contexts": [{"name": "iotistic-local", "context": {"cluster": "iotistic-local", "user": user}}],
+        "current-context": "iotistic-local",
+        "preferences": {},
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+# --- A small client for the API server ------------------------------------------------------------
+class KubeAPIError(RuntimeError):
+    """The API server answered with an error status; `status` is the HTTP code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+@dataclass
+class KubeAPI:
+    """Plain HTTPS + JSON against one API server, authenticated by a client certificate."""
+
+    port: int
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    timeout: float = 10.0
+
+    def _context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if self.cert and self.key:
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        return ctx
+
+    def request(
+        self, method: str, path: str, body: object = None, content_type: str = "application/json"
+    ) -> dict:
+        """Send one request; the decoded JSON answer, or KubeAPIError for an error status."""
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, context=self._context(), timeout=self.timeout
+        )
+        try:
+            payload = None if body is None else json.dumps(body).encode()
+            headers = {"Accept": "application/json"}
+            if payload is not None:
+                headers["Content-Type"] = content_type
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            try:
+                message = json.loads(raw).get("message", raw)
+            except ValueError:
+                message = raw
+            raise KubeAPIError(resp.status, message)
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            return {"text": raw}
+
+    def get(self, path: str) -> dict | None:
+        """The object at `path`, or None when it does not exist."""
+        try:
+            return self.request("GET", path)
+        except KubeAPIError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def ensure(self, collection: str, obj: dict) -> None:
+        """Create `obj` in `collection` unless an object of that name is already there."""
+        try:
+            self.request("POST", collection, obj)
+        except KubeAPIError as e:
+            if e.status != 409:
+                raise
+
+    def healthy(self, path: str = "/readyz") -> bool:
+        """True when the health endpoint answers 200 (False while the server is not up)."""
+        try:
+            self.request("GET", path)
+            return True
+        except (OSError, KubeAPIError, http.client.HTTPException):
+            return False
+
+
+# --- Processes ------------------------------------------------------------------------------------
+@dataclass
+class Component:
+    """One control-plane process: its command line, pid file and log, and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    pid_file: Path
+    log_file: Path
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        """The cluster's data folder, which every component's command line names."""
+        return self.pid_file.parent.parent
+
+    def pid(self) -> int | None:
+        """The pid of this component when it runs (checked against its command line, not just the pid)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            return None
+        if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reap our own child so it does not linger as a zombie
+            return None
+        # A stale pid file may point at an unrelated process that reused the pid, or at the same
+        # binary run for another cluster. (The command line is still empty for an instant right
+        # after the fork, so empty counts as ours.)
+        if cmdline[0] and (cmdline[0] != self.argv[0] or not any(str(self.home) in a for a in cmdline)):
+            return None
+        return pid
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=self.pid_file.parent,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+
+    def failure(self, what: str) -> ServiceError:
+        return ServiceError(f"{self.name} {what}. Last lines of {self.log_file}:\n{tail(self.log_file, 25)}")
+
+    def wait_ready(self, deadline: float) -> None:
+        """Block until ready(); a process that exits or a timeout raises ServiceError naming it."""
+        while True:
+            if self.pid() is None:
+                raise self.failure("exited during start")
+            if self.ready():
+                return
+            if time.monotonic() > deadline:
+                raise self.failure("did not become ready in time")
+            time.sleep(0.2)
+
+    def signal(self, sig: int) -> int | None:
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pid
+
+    def wait_gone(self, timeout: float) -> None:
+        """Wait for the process to exit, then SIGKILL it; reaps it when it is our child."""
+        deadline = time.monotonic() + timeout
+        while self.pid() is not None:
+            if time.monotonic() > deadline:
+                self.signal(signal.SIGKILL)
+                time.sleep(0.2)
+                continue
+            time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+
+
+# --- The cluster ----------------------------------------------------------------------------------
+@dataclass
+class LocalCluster:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1.
+
+    `start()` is idempotent and returns once the API server is ready, the simulated nodes are
+    Ready and the controllers run; `stop()` leaves no process behind. State survives a restart.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    bin_dir: Path = field(default_factory=default_bin_dir)
+    apiserver_port: int = 56443
+    etcd_port: int = 52379
+    etcd_peer_port: int = 52380
+    controller_manager_port: int = 50257
+    scheduler_port: int = 50259
+    kwok_port: int = 50247
+    # Room for 50+ customer instances of ~5 pods each (0.6 CPU / 0.7 Gi requested per pod).
+    nodes: int = 4
+    node_cpu: str = "64"
+    node_memory: str = "256Gi"
+    node_pods: int = 110
+
+    def __post_init__(self) -> None:
+        # The processes run with their own working directory: every path they get is absolute.
+        self.data_dir = Path(self.data_dir).resolve()
+        self.bin_dir = Path(self.bin_dir).resolve()
+
+    # -- where things are --------------------------------------------------------------------
+    @property
+    def pki(self) -> Pki:
+        return Pki(self.data_dir / "pki")
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (cluster-admin via the system:masters group)."""
+        return self.data_dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def port(self) -> int:
+        """The API server's port (what `python -m devenv` prints for every service)."""
+        return self.apiserver_port
+
+    def api(self, timeout: float = 10.0) -> KubeAPI:
+        """A client for the API server as the cluster admin."""
+        return KubeAPI(
+            self.apiserver_port, self.pki.crt("ca"), self.pki.crt("admin"), self.pki.key("admin"), timeout
+        )
+
+    def ports(self) -> dict[str, int]:
+        return {
+            "etcd (client)": self.etcd_port,
+            "etcd (peer)": self.etcd_peer_port,
+            "kube-apiserver": self.apiserver_port,
+            "kube-controller-manager": self.controller_manager_port,
+            "kube-scheduler": self.scheduler_port,
+            "kwok": self.kwok_port,
+        }
+
+    # -- the processes -----------------------------------------------------------------------
+    def _https_ok(self, port: int, path: str = "/healthz") -> Callable[[], bool]:
+        return lambda: KubeAPI(port, self.pki.crt("ca"), timeout=2).healthy(path)
+
+    def components(self) -> list[Component]:
+        """The processes in start order, with their flags."""
+        d, pki, b = self.data_dir, self.pki, self.bin_dir
+        run = d / "run"
+        kc = d / "kubeconfigs"
+        # Keep every tool away from the user's home (~/.kube, ~/.kwok) and from proxies.
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(d / "home"),
+            "KWOK_WORKDIR": str(d / "kwok"),
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+
+        def comp(name: str, argv: list[str], ready: Callable[[], bool]) -> Component:
+            return Component(
+                name, [str(b / name), *argv], run / f"{name}.pid", d / "logs" / f"{name}.log", ready, env
+            )
+
+        def etcd_ok() -> bool:
+            api = KubeAPI(
+                self.etcd_port,
+                pki.crt("ca"),
+                pki.crt("apiserver-etcd-client"),
+                pki.key("apiserver-etcd-client"),
+                2,
+            )
+            try:
+                return api.request("GET", "/health").get("health") == "true"
+            except (OSError, KubeAPIError, http.client.HTTPException):
+                return False
+
+        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
+        client = f"https://127.0.0.1:{self.etcd_port}"
+
+        def tls(name: str) -> list[str]:
+            return [f"--tls-cert-file={pki.crt(name)}", f"--tls-private-key-file={pki.key(name)}"]
+
+        return [
+            comp(
+                "etcd",
+                [
+                    "--name=iotistic",
+                    f"--data-dir={d / 'etcd'}",
+                    f"--listen-client-urls={client}",
+                    f"--advertise-client-urls={client}",
+                    # A single member: the peer listener exists but only on loopback, without TLS.
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=iotistic={peer}",
+                    f"--cert-file={pki.crt('etcd-server')}",
+                    f"--key-file={pki.key('etcd-server')}",
+                    f"--trusted-ca-file={pki.crt('ca')}",
+                    "--client-cert-auth=true",
+                    "--log-level=warn",
+                    # Plenty for a dev cluster, and far less than the 2 GiB default pre-allocation.
+                    "--quota-backend-bytes=1073741824",
+                ],
+                etcd_ok,
+            ),
+            comp(
+                "kube-apiserver",
+                [
+                    "--advertise-address=127.0.0.1",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={self.apiserver_port}",
+                    f"--cert-dir={run}",
+                    f"--etcd-servers={client}",
+                    f"--etcd-cafile={pki.crt('ca')}",
+                    f"--etcd-certfile={pki.crt('apiserver-etcd-client')}",
+                    f"--etcd-keyfile={pki.key('apiserver-etcd-client')}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-account-key-file={pki.dir / 'sa.pub'}",
+                    f"--service-account-signing-key-file={pki.key('sa')}",
+                    f"--client-ca-file={pki.crt('ca')}",
+                    *tls("apiserver"),
+                    "--authorization-mode=Node,RBAC",
+                    # Controllers and aggregated servers trust users named in headers only from
+                    # this one client certificate.
+                    f"--requestheader-client-ca-file={pki.crt('ca')}",
+                    "--requestheader-allowed-names=front-proxy-client",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={pki.crt('front-proxy-client')}",
+                    f"--proxy-client-key-file={pki.key('front-proxy-client')}",
+                    # Endpoints may not point at loopback, so the `kubernetes` Service keeps none
+                    # rather than failing to sync every 10 s (nothing in the cluster dials it).
+                    "--endpoint-reconciler-type=none",
+                    # All on by default in 1.36; named so a future default change cannot drop them.
+                    "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
+                    "DefaultStorageClass,ResourceQuota,PodSecurity,NodeRestriction",
+                    "--allow-privileged=true",
+                    "--profiling=false",
+                ],
+                lambda: self.api(timeout=2).healthy("/readyz"),
+            ),
+            comp(
+                "kube-controller-manager",
+                [
+                    f"--kubeconfig={kc / 'controller-manager.kubeconfig'}",
+                    f"--authentication-kubeconfig={kc / 'controller-manager.kubeconfig'}",
+                    f"--authorization-kubeconfig={kc / 'controller-manager.kubeconfig'}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={self.controller_manager_port}",
+                    *tls("controller-manager"),
+                    "--leader-elect=false",
+                    "--cluster-name=iotistic-local",
+                    f"--root-ca-file={pki.crt('ca')}",
+                    f"--service-account-private-key-file={pki.key('sa')}",
+                    f"--cluster-signing-cert-file={pki.crt('ca')}",
+                    f"--cluster-signing-key-file={pki.key('ca')}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--use-service-account-credentials=true",
+                    "--controllers=*",
+                    "--profiling=false",
+                ],
+                self._https_ok(self.controller_manager_port),
+            ),
+            comp(
+                "kube-scheduler",
+                [
+                    f"--kubeconfig={kc / 'scheduler.kubeconfig'}",
+                    f"--authentication-kubeconfig={kc / 'scheduler.kubeconfig'}",
+                    f"--authorization-kubeconfig={kc / 'scheduler.kubeconfig'}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={self.scheduler_port}",
+                    *tls("scheduler"),
+                    "--leader-elect=false",
+                    "--profiling=false",
+                ],
+                self._https_ok(self.scheduler_port),
+            ),
+            comp(
+                "kwok",
+                [
+                    f"--kubeconfig={kc / 'kwok.kubeconfig'}",
+                    f"--config={STAGES}",
+                    f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                    f"--server-address=127.0.0.1:{self.kwok_port}",
+                    f"--cidr={POD_CIDR}",
+                    "--node-lease-duration-seconds=40",
+                ],
+                self._kwok_ok,
+            ),
+        ]
+
+    def _kwok_ok(self) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.kwok_port, timeout=2)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    # -- state -------------------------------------------------------------------------------
+    def pids(self) -> dict[str, int | None]:
+        """Each component's pid, or None when it is not running."""
+        return {c.name: c.pid() for c in self.components()}
+
+    def running(self) -> bool:
+        """True when every component of the control plane runs."""
+        return all(pid is not None for pid in self.pids().values())
+
+    def describe(self) -> str:
+        """A few lines for humans: the API server, the kubeconfig and each component's state."""
+        pids = self.pids()
+        lines = [
+            f"API server {self.server}, kubeconfig {self.kubeconfig}",
+            f"  logs and state in {self.data_dir}",
+        ]
+        ports = {
+            "etcd": f"127.0.0.1:{self.etcd_port} (peer {self.etcd_peer_port})",
+            "kube-apiserver": f"127.0.0.1:{self.apiserver_port}",
+            "kube-controller-manager": f"127.0.0.1:{self.controller_manager_port}",
+            "kube-scheduler": f"127.0.0.1:{self.scheduler_port}",
+            "kwok": f"127.0.0.1:{self.kwok_port}",
+        }
+        for name, pid in pids.items():
+            state = f"running (pid {pid})" if pid else "stopped"
+            lines.append(f"  {name:<24} {state:<20} {ports[name]}")
+        return "\n".join(lines)
+
+    # -- start / stop ------------------------------------------------------------------------
+    def _check_built(self) -> None:
+        missing = [c.name for c in self.components() if not Path(c.argv[0]).exists()]
+        if missing:
+            raise ServiceError(
+                f"{', '.join(missing)} not built in {self.bin_dir}: run toolchain/build-cluster.sh "
+                "(or scripts/setup)"
+            )
+
+    def _prepare(self) -> None:
+        """Certificates, kubeconfigs and folders; everything is kept across restarts."""
+        for sub in ("run", "logs", "kubeconfigs", "home", "kwok"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # holds the CA key and an admin kubeconfig
+        pki = self.pki
+        pki.ensure_ca()
+        pki.ensure_service_account_key()
+        loopback = {"dns": ["localhost"], "ips": ["127.0.0.1"]}
+        # etcd's gRPC gateway dials etcd itself with this certificate, so it is a client one too.
+        pki.issue("etcd-server", "etcd", server=True, client=True, **loopback)
+        pki.issue("apiserver-etcd-client", "kube-apiserver-etcd-client", client=True)
+        pki.issue(
+            "apiserver",
+            "kube-apiserver",
+            server=True,
+            dns=[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            # The first address of the service range is the `kubernetes` Service's ClusterIP.
+            ips=["127.0.0.1", str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))],
+        )
+        pki.issue(
+            "controller-manager", "system:kube-controller-manager", server=True, client=True, **loopback
+        )
+        pki.issue("scheduler", "system:kube-scheduler", server=True, client=True, **loopback)
+        # The API server's identity towards aggregated API servers (request-header authentication).
+        pki.issue("front-proxy-client", "front-proxy-client", client=True)
+        pki.issue("admin", "iotistic-admin", orgs=["system:masters"], client=True)
+        # kwok writes the status of nodes, pods, volumes and ingresses: a cluster-wide job.
+        pki.issue("kwok", "kwok-controller", orgs=["system:masters"], client=True)
+        kc = self.data_dir / "kubeconfigs"
+        write_kubeconfig(
+            kc / "controller-manager.kubeconfig",
+            self.server,
+            pki,
+            "controller-manager",
+            "kube-controller-manager",
+        )
+        write_kubeconfig(kc / "scheduler.kubeconfig", self.server, pki, "scheduler", "kube-scheduler")
+        write_kubeconfig(kc / "kwok.kubeconfig", self.server, pki, "kwok", "kwok")
+        write_kubeconfig(self.kubeconfig, self.server, pki, "admin", "iotistic-admin")
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One start or stop at a time per cluster: test sessions may share the default one."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the control plane and wait until it can run workloads; a no-op when it runs."""
+        with self._lock():
+            if not self.running():
+                self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
+        self._stop()  # a partly running control plane (e.g. one component crashed) starts afresh
+        self._check_built()
+        for name, port in self.ports().items():
+            ensure_free(port, name)
+        self._prepare()
+        deadline = time.monotonic() + timeout
+        comps = self.components()
+        try:
+            by_name = {c.name: c for c in comps}
+            by_name["etcd"].start()
+            by_name["etcd"].wait_ready(deadline)
+            by_name["kube-apiserver"].start()
+            by_name["kube-apiserver"].wait_ready(deadline)
+            self._release_node_leases()
+            # The rest only need the API server, so they start together.
+            rest = [c for c in comps if c.name not in ("etcd", "kube-apiserver")]
+            for c in rest:
+                c.start()
+            for c in rest:
+                c.wait_ready(deadline)
+            self._bootstrap()
+            self._wait_workload_ready(deadline, by_name)
+        except BaseException:
+            self._stop()
+            raise
+
+    def _bootstrap(self) -> None:
+        """The objects a cloud would provide: a default StorageClass and the simulated nodes."""
+        api = self.api()
+        api.ensure(
+            "/apis/storage.k8s.io/v1/storageclasses",
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                # kwok's volume stages (toolchain/cluster/kwok/stages.yaml) act as this provisioner.
+                "provisioner": "kwok.x-k8s.io/volume",
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate",
+                "allowVolumeExpansion": True,
+            },
+        )
+        resources = {
+            "cpu": self.node_cpu,
+            "memory": self.node_memory,
+            "pods": str(self.node_pods),
+            "ephemeral-storage": "1Ti",
+        }
+        for i in range(self.nodes):
+            name = f"kwok-node-{i}"
+            api.ensure(
+                "/api/v1/nodes",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                        "labels": {
+                            "kubernetes.io/hostname": name,
+                            "kubernetes.io/os": "linux",
+                            "kubernetes.io/arch": "amd64",
+                            "topology.kubernetes.io/zone": f"local-{i % 2}",
+                            "type": "kwok",
+                        },
+                    },
+                    # Status is accepted on create for nodes; kwok keeps the capacity we give here.
+                    "status": {
+                        "capacity": resources,
+                        "allocatable": resources,
+                        "addresses": [
+                            {"type": "InternalIP", "address": f"10.240.0.{i + 10}"},
+                            {"type": "Hostname", "address": name},
+                        ],
+                    },
+                },
+            )
+
+    def _release_node_leases(self) -> None:
+        """Drop the node leases of a previous kwok run (kwok is not running yet).
+
+        Each kwok process has its own identity and only simulates the nodes whose lease it holds;
+        without this a restarted kwok would leave pods Pending until the old leases expire (40 s).
+        """
+        api = self.api()
+        for i in range(self.nodes):
+            with contextlib.suppress(KubeAPIError):
+                api.request(
+                    "DELETE", f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/kwok-node-{i}"
+                )
+
+    def _node_leases(self, api: KubeAPI) -> int:
+        leases = api.request("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases")
+        return sum(
+            1 for lease in leases.get("items", []) if lease["metadata"]["name"].startswith("kwok-node-")
+        )
+
+    def _wait_workload_ready(self, deadline: float, comps: dict[str, Component]) -> None:
+        """Nodes Ready with leases held by this kwok, and the default ServiceAccount made (the
+        controllers work)."""
+        api = self.api()
+        checks: list[tuple[str, Callable[[], bool]]] = [
+            ("kwok", lambda: self._ready_nodes(api) >= self.nodes and self._node_leases(api) >= self.nodes),
+            (
+                "kube-controller-manager",
+                lambda: api.get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
+            ),
+        ]
+        for name, check in checks:
+            while not check():
+                for c in comps.values():
+                    if c.pid() is None:
+                        raise c.failure("exited during start")
+                if time.monotonic() > deadline:
+                    raise comps[name].failure("did not make the cluster ready in time")
+                time.sleep(0.2)
+
+    @staticmethod
+    def _ready_nodes(api: KubeAPI) -> int:
+        nodes = api.request("GET", "/api/v1/nodes").get("items", [])
+        return sum(
+            1
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        )
+
+    def stop(self) -> None:
+        """Stop every component, etcd last, and wait until each process is gone."""
+        if not self.data_dir.exists():
+            return
+        with self._lock():
+            self._stop()
+
+    def _stop(self) -> None:
+        comps = {c.name: c for c in self.components()}
+        etcd = comps.pop("etcd")
+        # The API server stops listening at once on SIGTERM but then waits for open watches to
+        # drain, which can take minutes; it holds no state of its own, so it gets 5 s.
+        grace = {"kube-apiserver": 5.0}
+        for c in comps.values():
+            c.signal(signal.SIGTERM)
+        for c in comps.values():
+            c.wait_gone(timeout=grace.get(c.name, 15.0))
+        # etcd goes after its only client, so every write the API server acknowledged is on disk.
+        etcd.signal(signal.SIGTERM)
+        etcd.wait_gone(timeout=15.0)
