@@ -70,32 +70,32 @@ def _write_project_file(work_dir: Path) -> None:
     )
 
 
-def open_stack(stack_name: str, settings: StackSettings, engine: Engine | None = None) -> auto.Stack:
-    """Create or select `stack_name` in its own work dir, on the configured backend."""
-    engine = engine or locate_engine()
-    work_dir = settings.work_root / stack_name
+def _workspace_options(work_dir: Path, settings: StackSettings, engine: Engine) -> auto.LocalWorkspaceOptions:
+    """Options of a workspace in `work_dir` that runs our engine against the configured backend."""
     _write_project_file(work_dir)
-    env = {**engine.env(settings.backend_url, settings.passphrase), **dict(settings.extra_env)}
-    opts = auto.LocalWorkspaceOptions(
+    return auto.LocalWorkspaceOptions(
         work_dir=str(work_dir),
         pulumi_home=str(engine.pulumi_home),
-        env_vars=env,
+        env_vars={**engine.env(settings.backend_url, settings.passphrase), **dict(settings.extra_env)},
         pulumi_command=engine.command(),
     )
+
+
+def open_stack(stack_name: str, settings: StackSettings, engine: Engine | None = None) -> auto.Stack:
+    """Create or select `stack_name` in its own work dir, on the configured backend."""
+    work_dir = settings.work_root / stack_name
+    opts = _workspace_options(work_dir, settings, engine or locate_engine())
     return auto.create_or_select_stack(stack_name, work_dir=str(work_dir), opts=opts)
 
 
 def list_stacks(settings: StackSettings, engine: Engine | None = None) -> list[str]:
     """Names of the project's stacks in the backend."""
-    engine = engine or locate_engine()
-    work_dir = settings.work_root / "_list"
-    _write_project_file(work_dir)
-    env = {**engine.env(settings.backend_url, settings.passphrase), **dict(settings.extra_env)}
+    opts = _workspace_options(settings.work_root / "_list", settings, engine or locate_engine())
     ws = auto.LocalWorkspace(
-        work_dir=str(work_dir),
-        pulumi_home=str(engine.pulumi_home),
-        env_vars=env,
-        pulumi_command=engine.command(),
+        work_dir=opts.work_dir,
+        pulumi_home=opts.pulumi_home,
+        env_vars=opts.env_vars,
+        pulumi_command=opts.pulumi_command,
     )
     return sorted(s.name for s in ws.list_stacks())
 

@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 
 from automation.engine import Engine, locate_engine  # noqa: E402
 from devenv.cluster import LocalCluster  # noqa: E402
-from devenv.ports import free_port  # noqa: E402
 
 BUILD = ROOT / "toolchain" / "build-cluster.sh"
 FIXTURE = ROOT / "tests" / "fixtures" / "k8s_stack"
@@ -65,22 +64,10 @@ def build_figures(cold: bool) -> dict[str, float]:
     return figures
 
 
-def throwaway_cluster(data_dir: Path) -> LocalCluster:
-    return LocalCluster(
-        data_dir=data_dir,
-        apiserver_port=free_port(),
-        etcd_port=free_port(),
-        etcd_peer_port=free_port(),
-        controller_manager_port=free_port(),
-        scheduler_port=free_port(),
-        kwok_port=free_port(),
-    )
-
-
 def start_figures(tmp: Path, runs: int) -> dict[str, list[float]]:
     fresh, restart, stop = [], [], []
     for i in range(runs):
-        cluster = throwaway_cluster(tmp / f"start-{i}")
+        cluster = LocalCluster.on_free_ports(tmp / f"start-{i}")
         try:
             fresh.append(timed(cluster.start))
             stop.append(timed(cluster.stop))
@@ -128,7 +115,7 @@ class Stack:
 
 def stack_figures(tmp: Path, runs: int) -> dict[str, list[float]]:
     engine = locate_engine()
-    cluster = throwaway_cluster(tmp / "stack-cluster")
+    cluster = LocalCluster.on_free_ports(tmp / "stack-cluster")
     cluster.start()
     try:
         base = Stack(tmp / "baseline", engine, cluster, namespace="bench-baseline", only_namespace="true")

@@ -50,7 +50,8 @@ from automation.provision import (  # noqa: E402
 )
 from automation.reconcile import LicenseSigner, reconcile  # noqa: E402
 from automation.workspace import StackSettings, list_stacks, open_stack  # noqa: E402
-from devenv.cluster import KubeAPI, LocalCluster  # noqa: E402
+from devenv.cluster import LocalCluster  # noqa: E402
+from devenv.kubeapi import KubeAPI  # noqa: E402
 from licensing.keys import generate_private_key_pem  # noqa: E402
 from tenancy.schema import Tenant  # noqa: E402
 

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.secrets import checksum, random_password
+from components.secrets import opaque_secret, random_password
 
 SECRET_NAME = "mosquitto-auth"
 ADMIN_USER = "iotistic-admin"
@@ -94,11 +94,4 @@ def broker_auth(namespace: pulumi.Input[str], opts: pulumi.ResourceOptions) -> B
         "ADMIN_MQTT_PASSWORD": admin_pw,
         "INGEST_MQTT_PASSWORD": ingest_pw,
     }
-    secret = k8s.core.v1.Secret(
-        SECRET_NAME,
-        metadata={"name": SECRET_NAME, "namespace": namespace},
-        type="Opaque",
-        string_data=data,
-        opts=opts,
-    )
-    return BrokerAuth(secret, checksum(*data.values()))
+    return BrokerAuth(*opaque_secret(SECRET_NAME, namespace, data, opts))

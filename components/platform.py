@@ -11,7 +11,7 @@ from components.args import Images, Networking, Storage
 from components.namespace import POD_SECURITY_LABELS
 from components.ownership import owned
 from components.postgres import postgres
-from components.secrets import checksum, database_url, random_password
+from components.secrets import database_url, opaque_secret, random_password
 from components.workload import MANAGED_BY, Resources, deployment_with_service, http_probe
 from components.workload import container as container_spec
 
@@ -93,9 +93,7 @@ class BillingPlatform(pulumi.ComponentResource):
             "STRIPE_WEBHOOK_SECRET": pulumi.Output.secret(args.stripe_webhook_secret),
             "LICENSE_SIGNING_KEY": pulumi.Output.secret(args.license_signing_key),
         }
-        secret = k8s.core.v1.Secret(
-            SECRET_NAME, metadata={"name": SECRET_NAME, "namespace": namespace}, string_data=data, opts=in_ns
-        )
+        secret, secrets_checksum = opaque_secret(SECRET_NAME, namespace, data, in_ns)
         with_secret = pulumi.ResourceOptions(parent=self, depends_on=[ns, secret])
         postgres(namespace, "", args.images.postgres, args.storage, with_secret, secret_name=SECRET_NAME)
 
@@ -145,7 +143,7 @@ class BillingPlatform(pulumi.ComponentResource):
             main,
             with_secret,
             service_ports={"http": BILLING_PORT},
-            annotations={"checksum/secrets": checksum(*data.values())},
+            annotations={"checksum/secrets": secrets_checksum},
             service_account=account.metadata["name"],
         )
         k8s.networking.v1.Ingress(

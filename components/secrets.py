@@ -37,6 +37,16 @@ def checksum(*values: pulumi.Input[str]) -> pulumi.Output[str]:
     )
 
 
+def opaque_secret(
+    name: str, namespace: pulumi.Input[str], data: dict[str, pulumi.Input[str]], opts: pulumi.ResourceOptions
+) -> tuple[k8s.core.v1.Secret, pulumi.Output[str]]:
+    """A Secret named `name` and the checksum that makes the pods using it roll when it changes."""
+    secret = k8s.core.v1.Secret(
+        name, metadata={"name": name, "namespace": namespace}, type="Opaque", string_data=data, opts=opts
+    )
+    return secret, checksum(*data.values())
+
+
 @dataclass
 class InstanceSecrets:
     """The Kubernetes Secrets of an instance and the generated values behind them."""
@@ -67,13 +77,5 @@ def instance_secrets(
         "CUSTOMER_EMAIL": email,
         "CUSTOMER_COMPANY": company,
     }
-    secret = k8s.core.v1.Secret(
-        SECRET_NAME,
-        metadata={"name": SECRET_NAME, "namespace": namespace},
-        type="Opaque",
-        string_data=data,
-        opts=opts,
-    )
-
-    # Pods roll when any secret value changes, e.g. a renewed license.
-    return InstanceSecrets(secret, db_password, db_url, checksum(*data.values()))
+    secret, data_checksum = opaque_secret(SECRET_NAME, namespace, data, opts)
+    return InstanceSecrets(secret, db_password, db_url, data_checksum)

@@ -9,30 +9,22 @@ admin kubeconfig is written there (never to ~/.kube/config).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as dt
 import fcntl
 import http.client
 import ipaddress
-import json
 import os
 import signal
-import ssl
-import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from devenv.ports import ensure_free
-from devenv.service_user import ServiceError, tail
+from devenv.kubeapi import KubeAPI, KubeAPIError
+from devenv.pki import Pki, write_kubeconfig
+from devenv.ports import ensure_free, free_port
+from devenv.processes import Component
+from devenv.service_user import ServiceError
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ROOT / "toolchain" / "cluster" / "kwok" / "stages.yaml"
@@ -53,331 +45,6 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("IOTISTIC_DATA", ROOT / ".data")) / "cluster"
 
 
-# --- Certificates ---------------------------------------------------------------------------------
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    path.chmod(0o600)
-
-
-def _name(cn: str, orgs: Iterable[str] = ()) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-@dataclass
-class Pki:
-    """The cluster's CA and the certificates issued from it, as PEM files in one folder."""
-
-    dir: Path
-    # Leaf certificates are re-issued when they get this close to expiry (the CA lasts 10 years).
-    renew_before: dt.timedelta = dt.timedelta(days=30)
-
-    def crt(self, name: str) -> Path:
-        return self.dir / f"{name}.crt"
-
-    def key(self, name: str) -> Path:
-        return self.dir / f"{name}.key"
-
-    def _load_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        cert = x509.load_pem_x509_certificate(self.crt("ca").read_bytes())
-        key = serialization.load_pem_private_key(self.key("ca").read_bytes(), password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return cert, key
-
-    def ensure_ca(self) -> None:
-        """Create the CA once; it signs every serving and client certificate of the cluster."""
-        if self.crt("ca").exists() and self.key("ca").exists():
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        name = _name("iotistic-local-cluster-ca")
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        _write_key(self.key("ca"), key)
-        self.crt("ca").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-    def _fresh(self, name: str) -> bool:
-        try:
-            cert = x509.load_pem_x509_certificate(self.crt(name).read_bytes())
-        except (OSError, ValueError):
-            return False
-        return (
-            self.key(name).exists() and cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > self.renew_before
-        )
-
-    def issue(
-        self,
-        name: str,
-        cn: str,
-        *,
-        orgs: Iterable[str] = (),
-        dns: Iterable[str] = (),
-        ips: Iterable[str] = (),
-        server: bool = False,
-        client: bool = False,
-    ) -> None:
-        """Issue `name`.crt/.key signed by the CA, unless a valid one is already there."""
-        if self._fresh(name):
-            return
-        ca_cert, ca_key = self._load_ca()
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn, orgs))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
-            )
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-        )
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        _write_key(self.key(name), key)
-        self.crt(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-    def ensure_service_account_key(self) -> None:
-        """The key pair the API server signs service-account tokens with (and verifies them by)."""
-        if self.key("sa").exists():
-            return
-        key = ec.generate_private_key(ec.SECP256R1())
-        _write_key(self.key("sa"), key)
-        self.dir.joinpath("sa.pub").write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-
-
-def write_kubeconfig(path: Path, server: str, pki: Pki, cert: str, user: str) -> None:
-    """A kubeconfig with the CA and client certificate embedded, so its content works on its own."""
-
-    def b64(p: Path) -> str:
-        return base64.b64encode(p.read_bytes()).decode()
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "iotistic-local",
-                "cluster": {"server": server, "certificate-authority-data": b64(pki.crt("ca"))},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": b64(pki.crt(cert)),
-                    "client-key-data": b64(pki.key(cert)),
-                },
-            }
-        ],
-        "contexts": [{"name": "iotistic-local", "context": {"cluster": "iotistic-local", "user": user}}],
-        "current-context": "iotistic-local",
-        "preferences": {},
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    tmp.chmod(0o600)
-    tmp.replace(path)
-
-
-# --- A small client for the API server ------------------------------------------------------------
-class KubeAPIError(RuntimeError):
-    """The API server answered with an error status; `status` is the HTTP code."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-
-
-@dataclass
-class KubeAPI:
-    """Plain HTTPS + JSON against one API server, authenticated by a client certificate."""
-
-    port: int
-    ca: Path
-    cert: Path | None = None
-    key: Path | None = None
-    timeout: float = 10.0
-
-    def _context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.ca))
-        if self.cert and self.key:
-            ctx.load_cert_chain(str(self.cert), str(self.key))
-        return ctx
-
-    def request(
-        self, method: str, path: str, body: object = None, content_type: str = "application/json"
-    ) -> dict:
-        """Send one request; the decoded JSON answer, or KubeAPIError for an error status."""
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", self.port, context=self._context(), timeout=self.timeout
-        )
-        try:
-            payload = None if body is None else json.dumps(body).encode()
-            headers = {"Accept": "application/json"}
-            if payload is not None:
-                headers["Content-Type"] = content_type
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read().decode(errors="replace")
-        finally:
-            conn.close()
-        if resp.status >= 400:
-            try:
-                message = json.loads(raw).get("message", raw)
-            except ValueError:
-                message = raw
-            raise KubeAPIError(resp.status, message)
-        try:
-            return json.loads(raw) if raw else {}
-        except ValueError:
-            return {"text": raw}
-
-    def get(self, path: str) -> dict | None:
-        """The object at `path`, or None when it does not exist."""
-        try:
-            return self.request("GET", path)
-        except KubeAPIError as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def ensure(self, collection: str, obj: dict) -> None:
-        """Create `obj` in `collection` unless an object of that name is already there."""
-        try:
-            self.request("POST", collection, obj)
-        except KubeAPIError as e:
-            if e.status != 409:
-                raise
-
-    def healthy(self, path: str = "/readyz") -> bool:
-        """True when the health endpoint answers 200 (False while the server is not up)."""
-        try:
-            self.request("GET", path)
-            return True
-        except (OSError, KubeAPIError, http.client.HTTPException):
-            return False
-
-
-# --- Processes ------------------------------------------------------------------------------------
-@dataclass
-class Component:
-    """One control-plane process: its command line, pid file and log, and how to tell it is ready."""
-
-    name: str
-    argv: list[str]
-    pid_file: Path
-    log_file: Path
-    ready: Callable[[], bool]
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def home(self) -> Path:
-        """The cluster's data folder, which every component's command line names."""
-        return self.pid_file.parent.parent
-
-    def pid(self) -> int | None:
-        """The pid of this component when it runs (checked against its command line, not just the pid)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except (OSError, ValueError):
-            return None
-        if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # reap our own child so it does not linger as a zombie
-            return None
-        # A stale pid file may point at an unrelated process that reused the pid, or at the same
-        # binary run for another cluster. (The command line is still empty for an instant right
-        # after the fork, so empty counts as ours.)
-        if cmdline[0] and (cmdline[0] != self.argv[0] or not any(str(self.home) in a for a in cmdline)):
-            return None
-        return pid
-
-    def start(self) -> None:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=self.env,
-                cwd=self.pid_file.parent,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{proc.pid}\n")
-
-    def failure(self, what: str) -> ServiceError:
-        return ServiceError(f"{self.name} {what}. Last lines of {self.log_file}:\n{tail(self.log_file, 25)}")
-
-    def wait_ready(self, deadline: float) -> None:
-        """Block until ready(); a process that exits or a timeout raises ServiceError naming it."""
-        while True:
-            if self.pid() is None:
-                raise self.failure("exited during start")
-            if self.ready():
-                return
-            if time.monotonic() > deadline:
-                raise self.failure("did not become ready in time")
-            time.sleep(0.2)
-
-    def signal(self, sig: int) -> int | None:
-        pid = self.pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        return pid
-
-    def wait_gone(self, timeout: float) -> None:
-        """Wait for the process to exit, then SIGKILL it; reaps it when it is our child."""
-        deadline = time.monotonic() + timeout
-        while self.pid() is not None:
-            if time.monotonic() > deadline:
-                self.signal(signal.SIGKILL)
-                time.sleep(0.2)
-                continue
-            time.sleep(0.1)
-        self.pid_file.unlink(missing_ok=True)
-
-
-# --- The cluster ----------------------------------------------------------------------------------
 @dataclass
 class LocalCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1.
@@ -399,6 +66,19 @@ class LocalCluster:
     node_cpu: str = "64"
     node_memory: str = "256Gi"
     node_pods: int = 110
+
+    @classmethod
+    def on_free_ports(cls, data_dir: Path) -> LocalCluster:
+        """A cluster on kernel-chosen free ports, so it can run beside the default one (tests, benchmarks)."""
+        return cls(
+            data_dir=data_dir,
+            apiserver_port=free_port(),
+            etcd_port=free_port(),
+            etcd_peer_port=free_port(),
+            controller_manager_port=free_port(),
+            scheduler_port=free_port(),
+            kwok_port=free_port(),
+        )
 
     def __post_init__(self) -> None:
         # The processes run with their own working directory: every path they get is absolute.

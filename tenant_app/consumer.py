@@ -33,11 +33,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from licensing.plans import MQTT_INGESTION
-from tenant_app.config import TELEMETRY_SUBSCRIPTION, ConfigError, Settings
+from tenant_app.config import TELEMETRY_SUBSCRIPTION, Settings
 from tenant_app.db import ensure_schema
 from tenant_app.ingest import ingest_messages
 from tenant_app.license_state import VALID, LicenseMonitor
-from tenant_app.logs import setup_logging
+from tenant_app.logs import start_service
 
 log = logging.getLogger("tenant_app.consumer")
 
@@ -232,12 +232,7 @@ class Consumer:
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    setup_logging("consumer", settings.log_level)
+    settings = start_service("consumer")
     ensure_schema(settings.database_url)
     consumer = Consumer(settings)
     signal.signal(signal.SIGTERM, lambda *_: consumer.stop())

@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from tenant_app.config import ConfigError, Settings
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -40,3 +42,17 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # Werkzeug/waitress access lines would duplicate our own request log.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def start_service(service: str, require_database: bool = True) -> Settings:
+    """Settings from the environment and structured logs for `service`; a bad environment exits 2.
+
+    The start of every `python -m tenant_app.<service>`: the message names the variable at fault.
+    """
+    try:
+        settings = Settings.from_env(require_database=require_database)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(service, settings.log_level)
+    return settings

@@ -10,7 +10,6 @@ from typing import TypeVar
 import pytest
 
 from devenv.cluster import LocalCluster
-from devenv.ports import free_port
 from tests.conftest import PulumiProject, make_project
 
 T = TypeVar("T")
@@ -28,23 +27,10 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
-def throwaway_cluster(data_dir: Path) -> LocalCluster:
-    """A second control plane on kernel-chosen free ports, so it can run beside the session one."""
-    return LocalCluster(
-        data_dir=data_dir,
-        apiserver_port=free_port(),
-        etcd_port=free_port(),
-        etcd_peer_port=free_port(),
-        controller_manager_port=free_port(),
-        scheduler_port=free_port(),
-        kwok_port=free_port(),
-    )
-
-
 @pytest.fixture
 def scratch_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A cluster of this test alone (not started): tests may stop and restart it at will."""
-    local = throwaway_cluster(tmp_path / "cluster")
+    local = LocalCluster.on_free_ports(tmp_path / "cluster")
     yield local
     local.stop()
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devenv.cluster import KubeAPIError, LocalCluster
+from devenv.cluster import LocalCluster
+from devenv.kubeapi import KubeAPIError
 from devenv.ports import PortInUse, is_listening
 from devenv.service_user import ServiceError
-from tests.cluster.conftest import throwaway_cluster, wait_until
+from tests.cluster.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,14 +67,14 @@ def test_status_names_every_component_its_port_and_the_kubeconfig(cluster):
 
 
 def test_status_of_a_cluster_never_started_says_stopped(tmp_path):
-    local = throwaway_cluster(tmp_path / "never")
+    local = LocalCluster.on_free_ports(tmp_path / "never")
     assert not local.running()
     assert all(pid is None for pid in local.pids().values())
     assert "stopped" in local.describe()
 
 
 def test_a_busy_port_is_named_and_nothing_is_left_running(tmp_path):
-    local = throwaway_cluster(tmp_path / "busy")
+    local = LocalCluster.on_free_ports(tmp_path / "busy")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", local.apiserver_port))
         squatter.listen()
@@ -83,7 +84,7 @@ def test_a_busy_port_is_named_and_nothing_is_left_running(tmp_path):
 
 
 def test_a_component_that_fails_is_named_with_its_log(tmp_path):
-    local = throwaway_cluster(tmp_path / "broken")
+    local = LocalCluster.on_free_ports(tmp_path / "broken")
     local.data_dir.mkdir(parents=True)
     # etcd cannot use a data directory that is a file: a real start failure of a real binary.
     (local.data_dir / "etcd").write_text("not a directory")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devenv.cluster import KubeAPI, LocalCluster
+from devenv.cluster import LocalCluster
+from devenv.kubeapi import KubeAPI
 from tests.cluster.conftest import k8s_project, wait_until
 
 pytestmark = pytest.mark.engine
