@@ -402,6 +402,7 @@ class LocalCluster:
                 c.wait_ready(deadline)
             self._bootstrap()
             self._wait_workload_ready(deadline, by_name)
+            self._warm_up_pod_ips(deadline, by_name["kwok"])
         except BaseException:
             self._stop()
             raise
@@ -499,6 +500,35 @@ class LocalCluster:
                 if time.monotonic() > deadline:
                     raise comps[name].failure("did not make the cluster ready in time")
                 time.sleep(0.2)
+
+    def _warm_up_pod_ips(self, deadline: float, kwok: Component) -> None:
+        """Have kwok hand out one pod IP before any workload arrives.
+
+        kwok 0.8 creates its IP pool on first use without a lock (Load, then Store): when a burst
+        of pods is its first use, two pools can hand out the same IP. One pod first, alone, makes
+        the single pool that every later pod shares.
+        """
+        api = self.api()
+        path = "/api/v1/namespaces/kube-system/pods"
+        name = "kwok-ip-warm-up"
+        api.ensure(
+            path,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {
+                    "nodeName": "kwok-node-0",
+                    "automountServiceAccountToken": False,
+                    "containers": [{"name": "warm-up", "image": "registry.k8s.io/pause:3.10"}],
+                },
+            },
+        )
+        while not (api.get(f"{path}/{name}") or {}).get("status", {}).get("podIP"):
+            if time.monotonic() > deadline:
+                raise kwok.failure("did not give a pod an IP in time")
+            time.sleep(0.1)
+        api.request("DELETE", f"{path}/{name}?gracePeriodSeconds=0")
 
     @staticmethod
     def _ready_nodes(api: KubeAPI) -> int:

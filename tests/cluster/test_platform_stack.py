@@ -1,0 +1,55 @@
+"""The `platform` stack for real: the billing namespace with its API, Postgres, secrets and RBAC."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from pulumi import automation as auto
+
+from automation.workspace import StackSettings, open_stack
+from licensing.keys import generate_private_key_pem
+from tests.cluster.conftest import wait_until
+
+pytestmark = pytest.mark.engine
+
+
+def test_platform_stack_up_and_destroy(tmp_path: Path, cluster):
+    state = tmp_path / "state"
+    state.mkdir()
+    settings = StackSettings(f"file://{state}", "platform-e2e", str(cluster.kubeconfig), tmp_path / "ws")
+    stack = open_stack("platform", settings)
+    signing_key = generate_private_key_pem().decode()
+    stack.set_all_config({
+        "iotistic:kubeconfig": auto.ConfigValue(str(cluster.kubeconfig)),
+        "iotistic:stripeSecretKey": auto.ConfigValue("sk_test_platform_e2e", secret=True),
+        "iotistic:stripeWebhookSecret": auto.ConfigValue("whsec_platform_e2e", secret=True),
+        "iotistic:licenseSigningKey": auto.ConfigValue(signing_key, secret=True),
+    })
+    api = cluster.api()
+    try:
+        up = stack.up(color="never")
+        assert up.outputs["billingUrl"].value == "https://billing.iotistic.cloud"
+        assert up.outputs["databasePassword"].secret
+
+        deployment = api.get("/apis/apps/v1/namespaces/billing/deployments/billing-api")
+        assert deployment["status"]["availableReplicas"] == 1
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "billing-deployer"
+        assert api.get("/apis/apps/v1/namespaces/billing/statefulsets/postgres")["status"]["readyReplicas"] == 1
+        ingress = api.get("/apis/networking.k8s.io/v1/namespaces/billing/ingresses/billing")
+        assert ingress["spec"]["rules"][0]["host"] == "billing.iotistic.cloud"
+        assert ingress["status"]["loadBalancer"]["ingress"]
+        secret = api.get("/api/v1/namespaces/billing/secrets/billing-secrets")["data"]
+        assert base64.b64decode(secret["STRIPE_SECRET_KEY"]).decode() == "sk_test_platform_e2e"
+        binding = api.get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/iotistic-billing-deployer")
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "billing-deployer", "namespace": "billing"}]
+
+        # The keys never reach the stored state in plaintext.
+        stored = "".join(p.read_text() for p in state.rglob("*.json"))
+        for value in ("sk_test_platform_e2e", "whsec_platform_e2e", signing_key.splitlines()[1]):
+            assert value not in stored
+    finally:
+        stack.destroy(color="never")
+    wait_until(lambda: api.get("/api/v1/namespaces/billing") is None, 120, "the billing namespace to be deleted")
+    assert api.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/iotistic-billing-deployer") is None
