@@ -13,6 +13,7 @@ from licensing.keys import generate_private_key_pem
 from tests.cluster.conftest import wait_until
 
 pytestmark = pytest.mark.engine
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
 
 
 def test_platform_stack_up_and_destroy(tmp_path: Path, cluster):
@@ -36,14 +37,16 @@ def test_platform_stack_up_and_destroy(tmp_path: Path, cluster):
         deployment = api.get("/apis/apps/v1/namespaces/billing/deployments/billing-api")
         assert deployment["status"]["availableReplicas"] == 1
         assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "billing-deployer"
-        assert api.get("/apis/apps/v1/namespaces/billing/statefulsets/postgres")["status"]["readyReplicas"] == 1
+        postgres = api.get("/apis/apps/v1/namespaces/billing/statefulsets/postgres")
+        assert postgres["status"]["readyReplicas"] == 1
         ingress = api.get("/apis/networking.k8s.io/v1/namespaces/billing/ingresses/billing")
         assert ingress["spec"]["rules"][0]["host"] == "billing.iotistic.cloud"
         assert ingress["status"]["loadBalancer"]["ingress"]
         secret = api.get("/api/v1/namespaces/billing/secrets/billing-secrets")["data"]
         assert base64.b64decode(secret["STRIPE_SECRET_KEY"]).decode() == "sk_test_platform_e2e"
-        binding = api.get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/iotistic-billing-deployer")
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "billing-deployer", "namespace": "billing"}]
+        binding = api.get(f"{RBAC}/clusterrolebindings/iotistic-billing-deployer")
+        deployer = {"kind": "ServiceAccount", "name": "billing-deployer", "namespace": "billing"}
+        assert binding["subjects"] == [deployer]
 
         # The keys never reach the stored state in plaintext.
         stored = "".join(p.read_text() for p in state.rglob("*.json"))
@@ -51,5 +54,5 @@ def test_platform_stack_up_and_destroy(tmp_path: Path, cluster):
             assert value not in stored
     finally:
         stack.destroy(color="never")
-    wait_until(lambda: api.get("/api/v1/namespaces/billing") is None, 120, "the billing namespace to be deleted")
-    assert api.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/iotistic-billing-deployer") is None
+    wait_until(lambda: api.get("/api/v1/namespaces/billing") is None, 120, "the billing namespace to go")
+    assert api.get(f"{RBAC}/clusterroles/iotistic-billing-deployer") is None
