@@ -22,12 +22,14 @@ def test_platform_stack_up_and_destroy(tmp_path: Path, cluster):
     settings = StackSettings(f"file://{state}", "platform-e2e", str(cluster.kubeconfig), tmp_path / "ws")
     stack = open_stack("platform", settings)
     signing_key = generate_private_key_pem().decode()
-    stack.set_all_config({
-        "iotistic:kubeconfig": auto.ConfigValue(str(cluster.kubeconfig)),
-        "iotistic:stripeSecretKey": auto.ConfigValue("sk_test_platform_e2e", secret=True),
-        "iotistic:stripeWebhookSecret": auto.ConfigValue("whsec_platform_e2e", secret=True),
-        "iotistic:licenseSigningKey": auto.ConfigValue(signing_key, secret=True),
-    })
+    stack.set_all_config(
+        {
+            "iotistic:kubeconfig": auto.ConfigValue(str(cluster.kubeconfig)),
+            "iotistic:stripeSecretKey": auto.ConfigValue("sk_test_platform_e2e", secret=True),
+            "iotistic:stripeWebhookSecret": auto.ConfigValue("whsec_platform_e2e", secret=True),
+            "iotistic:licenseSigningKey": auto.ConfigValue(signing_key, secret=True),
+        }
+    )
     api = cluster.api()
     try:
         up = stack.up(color="never")
