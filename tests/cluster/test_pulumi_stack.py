@@ -72,8 +72,13 @@ def assert_stack_is_live(api: KubeAPI, ns: str, replicas: int = 2) -> None:
 
     quota = api.get(f"/api/v1/namespaces/{ns}/resourcequotas/instance-quota")
     assert quota["status"]["hard"] == quota["spec"]["hard"]
-    assert quota["status"]["used"]["pods"] == str(replicas + 1)
-    assert quota["status"]["used"]["persistentvolumeclaims"] == "1"
+
+    # The quota controller recounts usage on its own schedule, after the pods it counts are Ready.
+    def usage() -> dict:
+        return api.get(f"/api/v1/namespaces/{ns}/resourcequotas/instance-quota")["status"]["used"]
+
+    wanted = {"pods": str(replicas + 1), "persistentvolumeclaims": "1"}
+    wait_until(lambda: {k: usage().get(k) for k in wanted} == wanted, 60, f"quota usage {wanted}")
 
     policy = api.get(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/same-namespace-only")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
