@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,19 @@ class Engine:
         if passphrase is not None:
             env["PULUMI_CONFIG_PASSPHRASE"] = passphrase
         return env
+
+    def cli(
+        self, *args: str, cwd: Path, env: dict[str, str], timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run our `pulumi` CLI non-interactively in `cwd`; the caller decides what a failure means."""
+        return subprocess.run(
+            [str(self.pulumi_bin), *args, "--non-interactive"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def command(self) -> auto.PulumiCommand:
         """The Automation API's handle on our CLI (its version is checked against the SDK)."""

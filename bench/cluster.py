@@ -95,13 +95,7 @@ class Stack:
             self.run("config", "set", key, value)
 
     def run(self, *args: str) -> None:
-        proc = subprocess.run(
-            [str(self.engine.pulumi_bin), *args, "--non-interactive"],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
+        proc = self.engine.cli(*args, cwd=self.dir, env=self.env)
         if proc.returncode != 0:
             sys.exit(f"pulumi {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
 

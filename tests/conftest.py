@@ -38,14 +38,7 @@ class PulumiProject:
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run the real `pulumi` CLI in this project; on failure the assertion shows its output."""
-        proc = subprocess.run(
-            [str(self.engine.pulumi_bin), *args, "--non-interactive"],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        proc = self.engine.cli(*args, cwd=self.dir, env=self.env, timeout=timeout)
         if check and proc.returncode != 0:
             pytest.fail(f"pulumi {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc

@@ -7,7 +7,6 @@ up, no plaintext secret in state or logs, a removed tenant reported then destroy
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -181,11 +180,13 @@ def export_without_secrets(settings: StackSettings, stack_name: str) -> str:
     from automation.engine import locate_engine
 
     engine = locate_engine()
-    return subprocess.run(
-        [str(engine.pulumi_bin), "stack", "export", "--stack", stack_name, "--non-interactive"],
+    proc = engine.cli(
+        "stack",
+        "export",
+        "--stack",
+        stack_name,
         cwd=settings.work_root / stack_name,
         env=engine.env(settings.backend_url, settings.passphrase),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
