@@ -118,6 +118,7 @@ class DeployedStack:
     source: str | None
     tenant_hash: str | None
     license_key: str | None
+    instance_url: str = ""
 
 
 def deployed_stack(customer_id: str, settings: StackSettings) -> DeployedStack:
@@ -129,4 +130,6 @@ def deployed_stack(customer_id: str, settings: StackSettings) -> DeployedStack:
     except auto.CommandError:
         license_key = None  # config lives beside the work dir; a new machine re-signs
     value = {k: v.value for k, v in outputs.items()}
-    return DeployedStack(customer_id, value.get("source"), value.get("tenantHash"), license_key)
+    return DeployedStack(
+        customer_id, value.get("source"), value.get("tenantHash"), license_key, value.get("instanceUrl", "")
+    )

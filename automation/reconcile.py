@@ -148,7 +148,10 @@ def reconcile(
         f"{len(plan.unchanged)} unchanged, {len(plan.removed)} removed from {tenants_file.name}",
         flush=True,
     )
-    results = [StackResult(name, "none (unchanged)") for name in plan.unchanged]
+    results = [
+        StackResult(name, "none (unchanged)", outputs={"instanceUrl": deployed[name].instance_url})
+        for name in plan.unchanged
+    ]
     results += [
         StackResult(
             name,
