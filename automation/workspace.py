@@ -42,6 +42,12 @@ class StackSettings:
         extra = tuple((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
         return cls(url, passphrase, kube, DATA / "workspaces", extra)
 
+    @classmethod
+    def in_folder(cls, root: Path, passphrase: str, kubeconfig: str | None) -> StackSettings:
+        """A self-contained file backend (`root/state`) and work dirs (`root/workspaces`)."""
+        (root / "state").mkdir(parents=True, exist_ok=True)
+        return cls(f"file://{root / 'state'}", passphrase, kubeconfig, root / "workspaces")
+
 
 def _stored_passphrase(path: Path) -> str:
     """The passphrase that encrypts stack secrets; generated once, readable by the owner only."""

@@ -283,13 +283,7 @@ def main() -> None:
     print(f"cpus {os.cpu_count()}, load average {load_average()}, ids {tag}-*", flush=True)
     with tempfile.TemporaryDirectory(prefix="iotistic-bench-") as tmp:
         work = Path(tmp)
-        (work / "state").mkdir()
-        settings = StackSettings(
-            backend_url=f"file://{work / 'state'}",
-            passphrase="bench-passphrase",
-            kubeconfig=str(cluster.kubeconfig),
-            work_root=work / "workspaces",
-        )
+        settings = StackSettings.in_folder(work, "bench-passphrase", str(cluster.kubeconfig))
         signer = LicenseSigner(generate_private_key_pem(), "bench-1")
         try:
             one = tenant(f"{tag}-one")

@@ -38,13 +38,7 @@ tenants:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, cluster):
     root = tmp_path_factory.mktemp("customers")
-    (root / "state").mkdir()
-    settings = StackSettings(
-        backend_url=f"file://{root / 'state'}",
-        passphrase="e2e-passphrase",
-        kubeconfig=str(cluster.kubeconfig),
-        work_root=root / "workspaces",
-    )
+    settings = StackSettings.in_folder(root, "e2e-passphrase", str(cluster.kubeconfig))
     signer = LicenseSigner(generate_private_key_pem(), "test-1")
     tenants = root / "tenants.yaml"
     yield settings, signer, tenants, cluster.api()

@@ -17,9 +17,8 @@ RBAC = "/apis/rbac.authorization.k8s.io/v1"
 
 
 def test_platform_stack_up_and_destroy(tmp_path: Path, cluster):
+    settings = StackSettings.in_folder(tmp_path, "platform-e2e", str(cluster.kubeconfig))
     state = tmp_path / "state"
-    state.mkdir()
-    settings = StackSettings(f"file://{state}", "platform-e2e", str(cluster.kubeconfig), tmp_path / "ws")
     stack = open_stack("platform", settings)
     signing_key = generate_private_key_pem().decode()
     stack.set_all_config(
