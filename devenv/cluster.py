@@ -22,7 +22,7 @@ from pathlib import Path
 
 from devenv.kubeapi import KubeAPI, KubeAPIError
 from devenv.pki import Pki, write_kubeconfig
-from devenv.ports import ensure_free, free_port
+from devenv.ports import default_port, ensure_free, free_port
 from devenv.processes import Component
 from devenv.service_user import ServiceError
 
@@ -55,12 +55,12 @@ class LocalCluster:
 
     data_dir: Path = field(default_factory=default_data_dir)
     bin_dir: Path = field(default_factory=default_bin_dir)
-    apiserver_port: int = 56443
-    etcd_port: int = 52379
-    etcd_peer_port: int = 52380
-    controller_manager_port: int = 50257
-    scheduler_port: int = 50259
-    kwok_port: int = 50247
+    apiserver_port: int = field(default_factory=lambda: default_port("kube-apiserver"))
+    etcd_port: int = field(default_factory=lambda: default_port("etcd"))
+    etcd_peer_port: int = field(default_factory=lambda: default_port("etcd-peer"))
+    controller_manager_port: int = field(default_factory=lambda: default_port("kube-controller-manager"))
+    scheduler_port: int = field(default_factory=lambda: default_port("kube-scheduler"))
+    kwok_port: int = field(default_factory=lambda: default_port("kwok"))
     # Room for 50+ customer instances of ~5 pods each (0.6 CPU / 0.7 Gi requested per pod).
     nodes: int = 4
     node_cpu: str = "64"

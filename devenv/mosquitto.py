@@ -13,16 +13,14 @@ import secrets
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from devenv.ports import ensure_free, is_listening, wait_listening
+from devenv.ports import default_port, ensure_free, is_listening, wait_listening
 from devenv.service_user import ServiceError, check_traversable, tail
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
-DEFAULT_PORT = 51883
-DEFAULT_WS_PORT = 59001
 ADMIN_USER = "iotistic-admin"
 
 
@@ -31,8 +29,8 @@ class LocalMosquitto:
     """One broker: MQTT on `port`, MQTT over websockets on `ws_port`, both on 127.0.0.1."""
 
     data_dir: Path
-    port: int = DEFAULT_PORT
-    ws_port: int = DEFAULT_WS_PORT
+    port: int = field(default_factory=lambda: default_port("mosquitto"))
+    ws_port: int = field(default_factory=lambda: default_port("mosquitto-ws"))
     user: str = "mosquitto"
 
     @property

@@ -7,14 +7,13 @@ import pwd
 import secrets
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from devenv.ports import ensure_free, is_listening
+from devenv.ports import default_port, ensure_free, is_listening
 from devenv.service_user import ServiceError, as_service_user, check_traversable, tail
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-DEFAULT_PORT = 55432
 
 
 @dataclass
@@ -22,7 +21,7 @@ class LocalPostgres:
     """One Postgres cluster: `start()` is idempotent, `stop()` leaves no process behind."""
 
     data_dir: Path
-    port: int = DEFAULT_PORT
+    port: int = field(default_factory=lambda: default_port("postgres"))
     user: str = "postgres"
 
     @property

@@ -24,6 +24,8 @@ from licensing.plans import Plan, get_plan
 ALGORITHM = "RS256"
 DEFAULT_ISSUER = "iotistic-billing"
 REQUIRED_CLAIMS = ("iss", "sub", "customer_id", "plan", "features", "limits", "iat", "exp")
+# The `typ` header of access tokens (licensing/access.py); a license never carries it.
+ACCESS_TOKEN_TYPE = "at+jwt"
 
 
 class LicenseError(Exception):
@@ -123,13 +125,13 @@ class JwksKeySource:
         return jwk.key
 
 
-def _load_private_key(private_key: bytes | str):
+def load_private_key(private_key: bytes | str):
     if isinstance(private_key, str):
         private_key = private_key.encode()
     return serialization.load_pem_private_key(private_key, password=None)
 
 
-def _timestamp(value: datetime) -> int:
+def to_timestamp(value: datetime) -> int:
     if value.tzinfo is None:
         raise ValueError("license times must be timezone-aware")
     return int(value.timestamp())
@@ -160,11 +162,11 @@ def sign_license(
         iss=issuer,
         sub=customer_id,
         customer_id=customer_id,
-        iat=_timestamp(now),
-        exp=_timestamp(expires_at),
+        iat=to_timestamp(now),
+        exp=to_timestamp(expires_at),
         trial=trial,
     )
-    return jwt.encode(claims, _load_private_key(private_key_pem), algorithm=ALGORITHM, headers={"kid": kid})
+    return jwt.encode(claims, load_private_key(private_key_pem), algorithm=ALGORITHM, headers={"kid": kid})
 
 
 def _parse_claims(claims: dict, token: str, kid: str | None) -> License:
@@ -215,6 +217,8 @@ def verify_license(
     # pyjwt enforces `algorithms` too; refusing here first means no key is ever fed to HMAC or "none".
     if alg != ALGORITHM:
         raise LicenseError(f"license algorithm {alg!r} is not accepted (only {ALGORITHM})")
+    if header.get("typ") == ACCESS_TOKEN_TYPE:
+        raise LicenseError("this is an access token, not a license")
     kid = header.get("kid")
     key = keys.key_for(token, kid)
     try:
@@ -246,9 +250,14 @@ def verify_license(
     return lic
 
 
-def public_jwks(public_pem: bytes, kid: str) -> dict:
-    """A JWKS document publishing one RSA public key under `kid` (served by the billing service)."""
+def public_jwk(public_pem: bytes, kid: str) -> dict:
+    """One RSA public key as a JWK with its `kid`."""
     key = serialization.load_pem_public_key(public_pem)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key))
     jwk.update(kid=kid, use="sig", alg=ALGORITHM)
-    return {"keys": [jwk]}
+    return jwk
+
+
+def public_jwks(public_pem: bytes, kid: str) -> dict:
+    """A JWKS document publishing one RSA public key under `kid` (served by the billing service)."""
+    return {"keys": [public_jwk(public_pem, kid)]}
