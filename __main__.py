@@ -74,12 +74,16 @@ if stack == PLATFORM_STACK:
             stripe_secret_key=config.require_secret("stripeSecretKey"),
             stripe_webhook_secret=config.require_secret("stripeWebhookSecret"),
             license_signing_key=config.require_secret("licenseSigningKey"),
+            state_backend_url=config.get("stateBackendUrl") or "",
+            state_passphrase=config.get_secret("statePassphrase") or "",
+            worker_replicas=config.get_int("workerReplicas") or 1,
         ),
         opts=provider_opts,
     )
     pulumi.export("namespace", platform.namespace)
     pulumi.export("billingUrl", platform.url)
     pulumi.export("databasePassword", platform.database_password)
+    pulumi.export("adminToken", platform.admin_token)
 else:
     tenant = tenant_from_config() or tenant_from_file()
     instance = CustomerInstance(
@@ -93,6 +97,7 @@ else:
             images=tenant.images(),
             storage=tenant.storage(),
             networking=tenant.networking(),
+            suspended=config.get_bool("suspended") or False,
         ),
         opts=provider_opts,
     )

@@ -36,6 +36,9 @@ class Engine:
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
+            # A stack config file written on another machine (or not yet) gets the stack's secrets
+            # provider from the state instead of a new, different one.
+            "PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER": "true",
             # Our language host sits next to our CLI; the venv's bin gives it the right python.
             "PATH": os.pathsep.join([str(self.pulumi_bin.parent), os.environ.get("PATH", "")]),
         }

@@ -43,11 +43,13 @@ def tenant_hash(tenant: Tenant) -> str:
 
 
 def tenant_config(
-    tenant: Tenant, license_key: str, kubeconfig: str | None, source: str
+    tenant: Tenant, license_key: str, kubeconfig: str | None, source: str, suspended: bool = False
 ) -> dict[str, auto.ConfigValue]:
     """Stack config for a customer: what __main__.py reads. The license is a secret value."""
     config = {
         "source": auto.ConfigValue(source),
+        # A suspended instance keeps its data and volumes with every workload scaled to zero.
+        "suspended": auto.ConfigValue("true" if suspended else "false"),
         "email": auto.ConfigValue(tenant.email),
         "company": auto.ConfigValue(tenant.company),
         "plan": auto.ConfigValue(tenant.plan),
@@ -78,12 +80,13 @@ def up_customer(
     settings: StackSettings,
     on_output: Callable[[str], None] | None = None,
     source: str = SOURCE_SIGNUP,
+    suspended: bool = False,
 ) -> StackResult:
     """Create or update the customer's stack and wait until every resource is ready."""
     start = time.monotonic()
     try:
         stack = open_stack(tenant.id, settings)
-        stack.set_all_config(tenant_config(tenant, license_key, settings.kubeconfig, source))
+        stack.set_all_config(tenant_config(tenant, license_key, settings.kubeconfig, source, suspended))
         up = stack.up(on_output=on_output, color="never")
         changes = {k: v for k, v in (up.summary.resource_changes or {}).items() if k != "same"}
         return StackResult(tenant.id, "up", True, time.monotonic() - start, changes, _outputs(stack))
@@ -128,7 +131,7 @@ def deployed_stack(customer_id: str, settings: StackSettings) -> DeployedStack:
     try:
         license_key = stack.get_config("iotistic:licenseKey").value
     except auto.CommandError:
-        license_key = None  # config lives beside the work dir; a new machine re-signs
+        license_key = None  # no config file here yet (another machine deployed it): re-signed
     value = {k: v.value for k, v in outputs.items()}
     return DeployedStack(
         customer_id, value.get("source"), value.get("tenantHash"), license_key, value.get("instanceUrl", "")

@@ -1,7 +1,11 @@
 """Where customer stacks live (file backend or S3) and how one stack's workspace is opened.
 
 Each stack gets its own work directory whose Pulumi.yaml points at the project's program
-(`main:`), so concurrent deploys never write the same settings file.
+(`main:`), so concurrent deploys never write the same workspace settings. Stack config is not
+private to those work dirs: every Pulumi.yaml names the same `stackConfigDir`, so reconcile, the
+signup worker, the preview command and `pulumi ... -s <stack>` run from the project root all read
+and write one `Pulumi.<stack>.yaml` per stack (secrets encrypted by the stack's passphrase
+provider, whose salt the engine recovers from the state on a machine that never saw the file).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import yaml
 from pulumi import automation as auto
 
 from automation.engine import PROJECT_ROOT, Engine, locate_engine
@@ -30,23 +35,44 @@ class StackSettings:
     kubeconfig: str | None
     work_root: Path
     extra_env: tuple[tuple[str, str], ...] = ()
+    # Where the Pulumi.<stack>.yaml files live; default: `stacks` beside the work root.
+    config_dir: Path | None = None
+
+    @property
+    def stack_config_dir(self) -> Path:
+        return self.config_dir or self.work_root.parent / "stacks"
 
     @classmethod
     def from_env(cls, backend_url: str | None = None, kubeconfig: str | None = None) -> StackSettings:
-        """Defaults: file backend under the data folder, a generated passphrase kept beside it."""
+        """What `source scripts/env.sh` gives the CLI: the backend, passphrase and stack config of
+        the project root (file backend under the data folder unless IOTISTIC_BACKEND_URL is set)."""
         url = backend_url or os.environ.get("IOTISTIC_BACKEND_URL") or f"file://{DATA / 'pulumi-state'}"
         if url.startswith("file://"):
             Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-        passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE") or _stored_passphrase(DATA / "passphrase")
         kube = kubeconfig or os.environ.get("IOTISTIC_KUBECONFIG") or _default_kubeconfig()
         extra = tuple((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
-        return cls(url, passphrase, kube, DATA / "workspaces", extra)
+        return cls(url, env_passphrase(), kube, DATA / "workspaces", extra, project_config_dir())
 
     @classmethod
     def in_folder(cls, root: Path, passphrase: str, kubeconfig: str | None) -> StackSettings:
-        """A self-contained file backend (`root/state`) and work dirs (`root/workspaces`)."""
+        """A self-contained file backend (`root/state`), work dirs and stack config (`root/stacks`)."""
         (root / "state").mkdir(parents=True, exist_ok=True)
         return cls(f"file://{root / 'state'}", passphrase, kubeconfig, root / "workspaces")
+
+
+def project_config_dir() -> Path:
+    """The project's `stackConfigDir` (Pulumi.yaml), where `pulumi -s <stack>` from the root looks."""
+    project = yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text())
+    return PROJECT_ROOT / project.get("stackConfigDir", ".")
+
+
+def env_passphrase() -> str:
+    """The passphrase of stack secrets: PULUMI_CONFIG_PASSPHRASE, its _FILE, or the data folder's."""
+    if os.environ.get("PULUMI_CONFIG_PASSPHRASE"):
+        return os.environ["PULUMI_CONFIG_PASSPHRASE"]
+    if os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+        return Path(os.environ["PULUMI_CONFIG_PASSPHRASE_FILE"]).read_text().strip()
+    return _stored_passphrase(DATA / "passphrase")
 
 
 def _stored_passphrase(path: Path) -> str:
@@ -64,21 +90,27 @@ def _default_kubeconfig() -> str | None:
     return str(local) if local.exists() else None
 
 
-def _write_project_file(work_dir: Path) -> None:
-    """A Pulumi.yaml for this work dir that runs the project's program with the project's venv."""
+def _write_project_file(work_dir: Path, config_dir: Path) -> None:
+    """A Pulumi.yaml for this work dir: the project's program and venv, the shared stack config."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    config_dir.mkdir(parents=True, exist_ok=True)
     venv = Path(os.environ.get("IOTISTIC_VENV", PROJECT_ROOT / ".venv"))
-    (work_dir / "Pulumi.yaml").write_text(
+    text = (
         f"name: {PROJECT_NAME}\n"
         f"main: {os.path.relpath(PROJECT_ROOT, work_dir)}\n"
+        # Relative: the engine joins it to this folder (an absolute path would be appended).
+        f"stackConfigDir: {os.path.relpath(config_dir, work_dir)}\n"
         "runtime:\n  name: python\n  options:\n    toolchain: pip\n"
         f"    virtualenv: {venv}\n"
     )
+    path = work_dir / "Pulumi.yaml"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def _workspace_options(work_dir: Path, settings: StackSettings, engine: Engine) -> auto.LocalWorkspaceOptions:
     """Options of a workspace in `work_dir` that runs our engine against the configured backend."""
-    _write_project_file(work_dir)
+    _write_project_file(work_dir, settings.stack_config_dir)
     return auto.LocalWorkspaceOptions(
         work_dir=str(work_dir),
         pulumi_home=str(engine.pulumi_home),

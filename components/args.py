@@ -57,6 +57,8 @@ class CustomerInstanceArgs:
     images: Images = field(default_factory=Images)
     storage: Storage = field(default_factory=Storage)
     networking: Networking = field(default_factory=Networking)
+    # Unpaid: every workload scaled to zero; the namespace, Secrets, volumes and data stay.
+    suspended: bool = False
 
     @property
     def namespace(self) -> str:

@@ -15,6 +15,7 @@ from components.ownership import owned
 from components.postgres import postgres
 from components.quota import quota
 from components.secrets import instance_secrets
+from components.suspension import suspended
 
 
 class CustomerInstance(pulumi.ComponentResource):
@@ -27,7 +28,9 @@ class CustomerInstance(pulumi.ComponentResource):
     database_password: pulumi.Output[str]
 
     def __init__(self, name: str, args: CustomerInstanceArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("iotistic:index:CustomerInstance", name, None, owned(opts))
+        super().__init__(
+            "iotistic:index:CustomerInstance", name, None, suspended(owned(opts), args.suspended)
+        )
         child = pulumi.ResourceOptions(parent=self)
 
         ns = customer_namespace(args.namespace, args.customer_id, args.plan, child)

@@ -1,5 +1,5 @@
-"""`python -m devenv SERVICE start|stop|status`: the local Postgres and Mosquitto of the demo, and
-the local Kubernetes control plane (`cluster`; not part of `all`, it needs toolchain/build-cluster.sh)."""
+"""`python -m devenv SERVICE start|stop|status`: the demo's local Postgres, Mosquitto and stripe-mock,
+and the local Kubernetes control plane (`cluster`; not part of `all`, it needs build-cluster.sh)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from devenv.mosquitto import LocalMosquitto
 from devenv.ports import PortInUse
 from devenv.postgres import LocalPostgres
 from devenv.service_user import ServiceError
+from devenv.stripe_mock import LocalStripeMock
 
 DATA = Path(os.environ.get("IOTISTIC_DATA", Path(__file__).resolve().parent.parent / ".data"))
 
 
-def services() -> dict[str, LocalPostgres | LocalMosquitto]:
+def services() -> dict[str, LocalPostgres | LocalMosquitto | LocalStripeMock]:
     return {
         "postgres": LocalPostgres(DATA / "postgres"),
         "mosquitto": LocalMosquitto(DATA / "mosquitto"),
+        "stripe-mock": LocalStripeMock(DATA / "stripe-mock"),
     }
 
 
@@ -50,7 +52,7 @@ def cluster_command(action: str, cluster: LocalCluster | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devenv", description=__doc__)
-    parser.add_argument("service", choices=["postgres", "mosquitto", "cluster", "all"])
+    parser.add_argument("service", choices=["postgres", "mosquitto", "stripe-mock", "cluster", "all"])
     parser.add_argument("action", choices=["start", "stop", "status"])
     args = parser.parse_args(argv)
     if args.service == "cluster":

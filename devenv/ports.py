@@ -19,6 +19,8 @@ DEFAULT_PORTS = {
     "kube-controller-manager": 50257,
     "kube-scheduler": 50259,
     "kwok": 50247,
+    "stripe-mock": 52111,
+    "billing": 53000,
 }
 
 

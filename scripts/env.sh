@@ -23,6 +23,20 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 # Only the plugins registered in PULUMI_HOME at exact versions; our bin folder on PATH must not shadow them.
 export PULUMI_IGNORE_AMBIENT_PLUGINS=true
 export PATH="$IOTISTIC_BIN:$IOTISTIC_VENV/bin:$PATH"
+# The state backend and stack secrets every path shares (reconcile, the signup worker, the preview
+# command and `pulumi stack ls|preview|up|refresh -s <stack>` run from the project root):
+# IOTISTIC_BACKEND_URL (e.g. s3://...) or the file backend in the data folder, and the passphrase
+# in PULUMI_CONFIG_PASSPHRASE or a file generated once in the data folder.
+export PULUMI_BACKEND_URL="${IOTISTIC_BACKEND_URL:-file://$IOTISTIC_DATA/pulumi-state}"
+if [[ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ]]; then
+  export PULUMI_CONFIG_PASSPHRASE_FILE="${PULUMI_CONFIG_PASSPHRASE_FILE:-$IOTISTIC_DATA/passphrase}"
+  if [[ ! -s "$PULUMI_CONFIG_PASSPHRASE_FILE" ]]; then
+    mkdir -p "$(dirname "$PULUMI_CONFIG_PASSPHRASE_FILE")"
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$PULUMI_CONFIG_PASSPHRASE_FILE")
+  fi
+fi
+[[ "$PULUMI_BACKEND_URL" != file://* ]] || mkdir -p "${PULUMI_BACKEND_URL#file://}"
+export PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER=true
 
 # Pinned versions: the CLI matches PyPI `pulumi`, each plugin matches the version its Python SDK requests.
 export PULUMI_VERSION=3.259.0

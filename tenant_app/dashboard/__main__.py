@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from servicekit.serve import run
 from tenant_app.dashboard import create_app
 from tenant_app.logs import start_service
-from tenant_app.serve import run
 
 
 def main() -> int:

@@ -1,0 +1,94 @@
+"""stripe-mock, Stripe's own API mock (built by toolchain/build-stripe-mock.sh), on loopback.
+
+It validates every request against Stripe's real OpenAPI spec and answers with fixtures; it is
+stateless and never sends webhooks (tests sign those themselves, exactly as Stripe does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devenv.ports import default_port, ensure_free, wait_listening
+from devenv.service_user import ServiceError, tail
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_binary() -> Path:
+    return Path(os.environ.get("IOTISTIC_CACHE", ROOT / ".cache")) / "bin" / "stripe-mock"
+
+
+@dataclass
+class LocalStripeMock:
+    """One stripe-mock on 127.0.0.1:port (HTTP only); `start()` is idempotent."""
+
+    data_dir: Path
+    port: int = field(default_factory=lambda: default_port("stripe-mock"))
+    binary: Path = field(default_factory=default_binary)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "stripe-mock.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "stripe-mock.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, ValueError):
+            return None
+        return pid if cmdline.endswith(b"stripe-mock") else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self) -> None:
+        if self.running():
+            return
+        if not self.binary.exists():
+            raise ServiceError(f"stripe-mock is not built at {self.binary}: run toolchain/build-stripe-mock.sh")
+        ensure_free(self.port, "stripe-mock")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                [str(self.binary), "-http-addr", f"127.0.0.1:{self.port}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        if not wait_listening(self.port, 30) or proc.poll() is not None:
+            self.stop()
+            raise ServiceError(f"stripe-mock failed to start on port {self.port}:\n{tail(self.log_file)}")
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""What the platform's Python services share: JSON logs and the production WSGI server."""
