@@ -59,7 +59,9 @@ class LocalStripeMock:
         if self.running():
             return
         if not self.binary.exists():
-            raise ServiceError(f"stripe-mock is not built at {self.binary}: run toolchain/build-stripe-mock.sh")
+            raise ServiceError(
+                f"stripe-mock is not built at {self.binary}: run toolchain/build-stripe-mock.sh"
+            )
         ensure_free(self.port, "stripe-mock")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:

@@ -117,7 +117,8 @@ ADMIN = bearer(ADMIN_TOKEN)
 
 
 def signup(client, email: str = "ops@acme.example", password: str = "correct horse", company: str = "ACME"):
-    return client.post("/api/customers/signup", json={"email": email, "password": password, "company_name": company})
+    body = {"email": email, "password": password, "company_name": company}
+    return client.post("/api/customers/signup", json=body)
 
 
 def login_token(client, email: str = "ops@acme.example", password: str = "correct horse") -> str:
@@ -146,9 +147,8 @@ def stripe_event(event_type: str, obj: dict, created: int | None = None, event_i
 
 def post_webhook(client, event: dict, **kw):
     body, header = sign_webhook(event, **kw)
-    return client.post(
-        "/api/webhooks/stripe", data=body, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
-    )
+    headers = {"Stripe-Signature": header, "Content-Type": "application/json"}
+    return client.post("/api/webhooks/stripe", data=body, headers=headers)
 
 
 def rows(url: str, query: str, *params) -> list[tuple]:
