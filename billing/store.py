@@ -229,6 +229,16 @@ def start_deployment(
     ).fetchone()[0]
 
 
+def abandon_running(conn, customer_id: str) -> int:
+    """Close the attempts a dead worker left `running` (the stack's job lock says none is alive)."""
+    return conn.execute(
+        "UPDATE deployments SET status = 'failed', finished_at = now(), "
+        "error = 'the worker running this attempt stopped before it finished' "
+        "WHERE customer_id = %s AND status = 'running'",
+        (customer_id,),
+    ).rowcount
+
+
 def finish_deployment(
     conn, deployment_id: int, ok: bool, seconds: float, changes: dict[str, int], error: str | None
 ) -> None:
