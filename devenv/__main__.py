@@ -1,5 +1,6 @@
-"""`python -m devenv SERVICE start|stop|status`: the demo's local Postgres, Mosquitto and stripe-mock,
-and the local Kubernetes control plane (`cluster`; not part of `all`, it needs build-cluster.sh)."""
+"""`python -m devenv SERVICE start|stop|status`: the demo's local Postgres, Mosquitto and stripe-mock
+(`all`), the local Kubernetes control plane (`cluster`) and the billing API with its worker
+(`billing`, which provisions into that cluster)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from devenv.billing_service import LocalBilling
 from devenv.cluster import LocalCluster
 from devenv.mosquitto import LocalMosquitto
 from devenv.ports import PortInUse
@@ -50,13 +52,38 @@ def cluster_command(action: str, cluster: LocalCluster | None = None) -> int:
     return 0
 
 
+def billing_command(action: str) -> int:
+    """start|stop|status of the local billing API and worker (and what they need)."""
+    billing = LocalBilling(DATA)
+    try:
+        if action == "start":
+            already = billing.running()
+            billing.start()
+            state = "already running" if already else "started"
+            print(f"billing: {state} on {billing.url} (API) with its worker; logs in {billing.dir}")
+        elif action == "stop":
+            billing.stop()
+            print("billing: stopped")
+        else:
+            state = f"running on {billing.url}" if billing.running() else "stopped"
+            print(f"billing: {state} (logs in {billing.dir})")
+    except (ServiceError, PortInUse) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devenv", description=__doc__)
-    parser.add_argument("service", choices=["postgres", "mosquitto", "stripe-mock", "cluster", "all"])
+    parser.add_argument(
+        "service", choices=["postgres", "mosquitto", "stripe-mock", "cluster", "billing", "all"]
+    )
     parser.add_argument("action", choices=["start", "stop", "status"])
     args = parser.parse_args(argv)
     if args.service == "cluster":
         return cluster_command(args.action)
+    if args.service == "billing":
+        return billing_command(args.action)
     chosen = services() if args.service == "all" else {args.service: services()[args.service]}
     for name, svc in chosen.items():
         try:
