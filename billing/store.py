@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from billing.domain import Subscription
 
 EMAIL_CONSTRAINT = "customers_email_lower_key"
+STRIPE_CUSTOMER_CONSTRAINT = "customers_stripe_customer_key"
 _CUSTOMER = (
     "id::text AS id, email, password_hash, company_name, status, deployment_status, deployment_error, "
     "deployed_at, stripe_customer_id, created_at, deleted_at"

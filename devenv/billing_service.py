@@ -98,7 +98,7 @@ class LocalBilling:
             "LICENSE_SIGNING_KEY_FILE": str(self.signing_key_file),
             "LICENSE_KEY_ID": KID,
             "ADMIN_TOKEN": self.admin_token,
-            "STRIPE_SECRET_KEY": "sk_test_iotistic_demo",
+            "STRIPE_SECRET_KEY": "sk_test_iotisticdemo",  # stripe-mock wants a test key's shape
             "STRIPE_WEBHOOK_SECRET": self.webhook_secret,
             "STRIPE_API_BASE": self.stripe_mock.url,
             "BILLING_PORT": str(self.port),

@@ -60,13 +60,13 @@ def short(token: str) -> str:
     return f"{token[:24]}…{token[-8:]} ({len(token)} characters)"
 
 
-def wait_deployed(billing: LocalBilling, cid: str, admin: str) -> dict:
+def wait_deployed(billing: LocalBilling, cid: str, admin: str, quiet: bool = False) -> dict:
     start = time.monotonic()
     last = None
     while time.monotonic() - start < DEPLOY_TIMEOUT:
         _, status = call("GET", f"{billing.url}/api/customers/{cid}", token=admin)
         current = status.get("deployment_status")
-        if current != last:
+        if current != last and not quiet:
             print(f"    {time.monotonic() - start:5.1f} s  deployment_status = {current}", flush=True)
             last = current
         if current == "deployed":
@@ -82,6 +82,27 @@ def secret_license(cluster: LocalCluster, cid: str) -> dict:
     return claims(base64.b64decode(secret["data"]["IOTISTIC_LICENSE_KEY"]).decode())
 
 
+def offboard_previous(billing: LocalBilling, cluster: LocalCluster, admin: str) -> None:
+    """Offboard the customers of earlier demo runs (DELETE /api/customers/{id}), so runs do not pile up."""
+    _, listed = call("GET", f"{billing.url}/api/admin/customers?limit=500", token=admin)
+    previous = [
+        c["id"]
+        for c in listed.get("customers", [])
+        if c["email"].startswith("demo+") and c["status"] != "deleted"
+    ]
+    if not previous:
+        return
+    say(f"offboarding {len(previous)} customer(s) of an earlier demo run (DELETE /api/customers/{{id}})")
+    for cid in previous:
+        call("DELETE", f"{billing.url}/api/customers/{cid}", token=admin)
+    start = time.monotonic()
+    while any(cluster.api().get(f"/api/v1/namespaces/customer-{cid}") for cid in previous):
+        if time.monotonic() - start > DEPLOY_TIMEOUT:
+            raise SystemExit(f"earlier demo instances were not destroyed; see {billing.dir}/worker.log")
+        time.sleep(1)
+    print(f"    destroyed in {time.monotonic() - start:.1f} s (customers and billing history kept)")
+
+
 def main() -> int:
     cluster = LocalCluster(DATA / "cluster")
     if not cluster.running():
@@ -91,6 +112,7 @@ def main() -> int:
     say(f"billing API and worker (python -m devenv billing start): {billing.url}")
     billing.start()
     admin = billing.admin_token
+    offboard_previous(billing, cluster, admin)
 
     email = f"demo+{int(time.time())}@iotistic.example"
     say(f"POST /api/customers/signup  {{email: {email}, company_name: Demo GmbH}}")
@@ -131,8 +153,9 @@ def main() -> int:
         {"plan": "professional"},
         token=login["access_token"],
     )
-    print(f"    {status}: checkoutUrl {checkout.get('checkoutUrl')} (stripe-mock)")
-    _, customer = call("GET", f"{billing.url}/api/customers/{cid}", token=admin)
+    if status != 200:
+        raise SystemExit(f"checkout answered {status}: {checkout}")
+    print(f"    {status}: checkoutUrl {checkout['checkoutUrl']} (stripe-mock)")
 
     say("Stripe → POST /api/webhooks/stripe  checkout.session.completed (signed as Stripe signs it)")
     stripe_customer = _stripe_customer(billing, cid)
@@ -163,7 +186,7 @@ def main() -> int:
         f"    after {time.monotonic() - start:.1f} s: plan {lic['plan']}, trial {lic['trial']}, "
         f"maxDevices {lic['limits']['maxDevices']}, expires {expires}"
     )
-    _, customer = call("GET", f"{billing.url}/api/customers/{cid}", token=admin)
+    customer = wait_deployed(billing, cid, admin, quiet=True)
     print(
         f"    GET /api/customers/{cid}: plan {customer['plan']}, subscription "
         f"{customer['subscription']['status']}, deployment_status {customer['deployment_status']}"

@@ -73,7 +73,14 @@ class LocalStripeMock:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                [str(self.binary), "-http-addr", f"127.0.0.1:{self.port}"],
+                # HTTPS (which it would otherwise open on all interfaces) goes to a socket file.
+                [
+                    str(self.binary),
+                    "-http-addr",
+                    f"127.0.0.1:{self.port}",
+                    "-https-unix",
+                    str(self.data_dir / "https.sock"),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
