@@ -250,3 +250,29 @@ def test_admin_can_check_out_for_any_customer_and_needs_to_name_it(client):
     cid = signup(client).json["customer_id"]
     assert checkout(client, ADMIN, plan="professional", customer_id=cid).status_code == 200
     assert checkout(client, ADMIN, plan="professional").status_code == 400
+
+
+def test_a_stripe_customer_already_bound_to_another_account_is_a_502_not_a_500(billing, client, settings):
+    """Stripe never hands one customer id to two accounts; if it ever did, the checkout says so."""
+    first = signup(client).json["customer_id"]
+    second = signup(client, email="it@globex.example").json["customer_id"]
+    same_id = replace(billing, payments=_OneStripeCustomer())
+    services.create_checkout_session(same_id, services.Principal("customer", first), {"plan": "professional"})
+    with pytest.raises(services.PaymentsUnavailable, match="belongs to another account"):
+        services.create_checkout_session(
+            same_id, services.Principal("customer", second), {"plan": "professional"}
+        )
+    owners = rows(
+        settings.database_url, "SELECT id::text FROM customers WHERE stripe_customer_id IS NOT NULL"
+    )
+    assert owners == [(first,)]
+
+
+class _OneStripeCustomer:
+    def create_customer(self, **_):
+        return "cus_same"
+
+    def create_checkout_session(self, **_):
+        from billing.payments import CheckoutSession
+
+        return CheckoutSession("cs_1", "https://checkout.stripe.com/pay/cs_1")
