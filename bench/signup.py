@@ -222,6 +222,7 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="signup-bench-", dir=data) as tmp:
         work = Path(tmp)
+        work.chmod(0o755)  # the postgres user must traverse it
         pg = LocalPostgres(work / "postgres", port=free_port())
         pg.start()
         key = work / "signing.pem"

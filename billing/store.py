@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -204,10 +204,16 @@ def register_signing_key(conn, kid: str, public_pem: str) -> str:
 
 
 def extend_key_validity(conn, kid: str, until: datetime) -> None:
-    """The key must stay published until everything it signed has expired."""
+    """The key must stay published until everything it signed has expired.
+
+    Rounded up to the next midnight (UTC), and only written when that moves it later: concurrent
+    signups would otherwise all queue on this one row's lock.
+    """
+    day = until.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     conn.execute(
-        "UPDATE signing_keys SET valid_until = GREATEST(COALESCE(valid_until, %s), %s) WHERE kid = %s",
-        (until, until, kid),
+        "UPDATE signing_keys SET valid_until = %s "
+        "WHERE kid = %s AND (valid_until IS NULL OR valid_until < %s)",
+        (day, kid, day),
     )
 
 
