@@ -147,6 +147,15 @@ def wait_status(client, cid: str, wanted: str, worker: Worker, timeout: float = 
         raise
 
 
+def deployments(settings, cid: str) -> list[tuple]:
+    """(status, changes) of every deploy attempt of the customer, oldest first."""
+    return rows(
+        settings.database_url,
+        "SELECT status, changes FROM deployments WHERE customer_id = %s ORDER BY id",
+        cid,
+    )
+
+
 def tenant_license(api, cid: str) -> str:
     secret = api.get(f"/api/v1/namespaces/customer-{cid}/secrets/instance-secrets")
     return base64.b64decode(secret["data"]["IOTISTIC_LICENSE_KEY"]).decode()
@@ -166,6 +175,16 @@ def test_signup_checkout_suspension_and_offboarding_end_to_end(client, platform,
     keys = JwksKeys(client.get("/.well-known/jwks.json").json)
     lic = verify_license(tenant_license(api, cid), keys, customer_id=cid)
     assert (lic.plan, lic.trial) == ("starter", True)
+
+    # Re-running the job of a deployed customer is a no-op `up`.
+    assert client.post(f"/api/admin/customers/{cid}/deploy", headers=ADMIN).status_code == 202
+    wait_until(
+        lambda: len(deployments(settings, cid)) == 2 and deployments(settings, cid)[-1][0] == "succeeded",
+        DEPLOY_TIMEOUT,
+        "the re-run deploy",
+        interval=1,
+    )
+    assert deployments(settings, cid)[-1][1] == {}
 
     # --- upgrade: checkout (stripe-mock), then Stripe's webhook ------------------------------------
     token = login_token(client)
