@@ -109,3 +109,4 @@ else:
     # Bookkeeping for automation/reconcile: who manages this stack and from which tenants.yaml entry.
     pulumi.export("source", config.get("source") or "tenants.yaml")
     pulumi.export("tenantHash", config.get("tenantHash"))
+    pulumi.export("licenseExpiresAt", config.get("licenseExpiresAt"))
