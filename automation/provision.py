@@ -75,12 +75,22 @@ def tenant_config(
     return {f"iotistic:{k}": v for k, v in config.items()}
 
 
-def _error_text(e: Exception) -> str:
-    """The readable end of an engine failure (its last lines), not a Python traceback."""
-    if isinstance(e, auto.CommandError):
-        lines = [ln for ln in str(e).splitlines() if ln.strip() and not ln.startswith(" code:")]
-        return "\n".join(lines[-12:])
-    return "".join(traceback.format_exception_only(e)).strip()
+def _error_text(e: Exception, limit: int = 20) -> str:
+    """What an engine failure says, not a Python traceback: its diagnostics (the `error:` lines
+    with the resource each belongs to) when it printed any, else its last lines."""
+    if not isinstance(e, auto.CommandError):
+        return "".join(traceback.format_exception_only(e)).strip()
+    lines = [ln.rstrip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith(" code:")]
+    if "Diagnostics:" in (ln.strip() for ln in lines):
+        start = next(i for i, ln in enumerate(lines) if ln.strip() == "Diagnostics:") + 1
+        end = next(
+            (i for i, ln in enumerate(lines[start:], start) if ln.strip() in ("Outputs:", "Resources:")),
+            len(lines),
+        )
+        diagnostics = lines[start:end]
+        if diagnostics:
+            return "\n".join(diagnostics[:limit])
+    return "\n".join(lines[-12:])
 
 
 def _outputs(outputs: dict[str, auto.OutputValue]) -> dict[str, str]:

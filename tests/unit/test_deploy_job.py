@@ -51,3 +51,22 @@ def test_transient_failures_are_recognised():
     assert TRANSIENT.search(lock_error("h", 1, NOW))
     assert TRANSIENT.search("dial tcp 127.0.0.1:56443: connect: connection refused")
     assert not TRANSIENT.search("admission webhook denied the request: namespace forbidden")
+
+
+def test_an_engine_failure_reads_as_its_diagnostics_not_its_summary():
+    from pulumi import automation as auto
+    from pulumi.automation._cmd import CommandResult
+
+    from automation.provision import _error_text
+
+    stdout = (
+        "Updating (acme):\n +  pulumi:pulumi:Stack iotistic-acme creating\n"
+        " +  kubernetes:core/v1:Namespace namespace creating failed error: forbidden\n"
+        "Diagnostics:\n  kubernetes:core/v1:Namespace (namespace):\n"
+        '    error: namespaces "customer-acme" is forbidden: customer namespaces are frozen\n\n'
+        "  pulumi:pulumi:Stack (iotistic-acme):\n    error: update failed\n\n"
+        "Resources:\n    + 3 created\n    2 errored\n\nDuration: 7s\n"
+    )
+    text = _error_text(auto.CommandError(CommandResult(stdout=stdout, stderr="", code=255)))
+    assert "customer namespaces are frozen" in text and "Namespace (namespace)" in text
+    assert "Duration" not in text and "Traceback" not in text
