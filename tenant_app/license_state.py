@@ -18,19 +18,19 @@ from pathlib import Path
 from licensing import JwksKeySource, KeySource, License, LicenseError, PemKeySource, verify_license
 from licensing.plans import MAX_DEVICES
 from tenant_app.config import Settings
+from tenant_app.errors import DomainError
 
 log = logging.getLogger(__name__)
 
 VALID, EXPIRED, INVALID, MISSING = "valid", "expired", "invalid", "missing"
 
 
-class LicenseDenied(Exception):
-    """A request the license does not allow; `status` is the HTTP code to answer with."""
+class LicenseDenied(DomainError):
+    """A request the license does not allow; `status` is the HTTP code to answer with (402 or 403)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
