@@ -206,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     sent: dict[str, int] = {}
 
     def run(device: str, password: str, url: str) -> None:
-        sent[device] = publish_readings(
-            brokers[url], device, password, count=args.count, interval=args.interval, stop=stop
-        )
+        try:
+            sent[device] = publish_readings(
+                brokers[url], device, password, count=args.count, interval=args.interval, stop=stop
+            )
+        except (OSError, ValueError) as e:
+            print(f"{device}: cannot publish to {url}: {e}", file=sys.stderr)
 
     threads = [threading.Thread(target=run, args=d, daemon=True) for d in devices]
     for t in threads:

@@ -184,7 +184,10 @@ def test_devices_send_readings_over_http_with_their_own_credentials_only(api, mo
 def test_access_tokens_are_verified_against_the_billing_jwks_by_kid(settings, keys, start_api):
     """In the cluster the instance has no PEM: license and tokens are checked against the key set."""
     billing = Flask(__name__)
-    billing.get("/.well-known/jwks.json")(lambda: jsonify(public_jwks(keys.public_pem, KID)))
+    fetches: list[int] = []
+    billing.get("/.well-known/jwks.json")(
+        lambda: (fetches.append(1), jsonify(public_jwks(keys.public_pem, KID)))[1]
+    )
     jwks = Server(billing)
     try:
         api = start_api(
@@ -195,5 +198,11 @@ def test_access_tokens_are_verified_against_the_billing_jwks_by_kid(settings, ke
         other_kid = sign_access_token(keys.private_pem, kid="unknown-kid", customer_id=CUSTOMER, subject="x")
         r = api.call("GET", "/api/devices", token=other_kid)
         assert r.status == 401 and "unknown-kid" in r.body["error"]
+        # Invented kids do not turn every request into a fetch from the billing service.
+        before = len(fetches)
+        for i in range(20):
+            forged = sign_access_token(keys.private_pem, kid=f"kid-{i}", customer_id=CUSTOMER, subject="x")
+            assert api.call("GET", "/api/devices", token=forged).status == 401
+        assert len(fetches) - before <= 1
     finally:
         jwks.stop()
