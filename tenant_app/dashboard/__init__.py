@@ -57,6 +57,26 @@ def _json_object(raw: bytes) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+class BillingUnreachable(Exception):
+    """The billing service did not answer (answered 502 by the dashboard)."""
+
+
+def _post_json(url: str, body: dict, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """POST `body` as JSON; the status and the JSON object answered ({} when it is not one)."""
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    try:
+        status, raw, _ = _forward(req)
+    except (OSError, ValueError) as e:
+        log.error("billing service unreachable", extra={"error": str(e)})
+        raise BillingUnreachable from None
+    return status, _json_object(raw)
+
+
 def create_app(config: Settings | None = None) -> Flask:
     """Build the dashboard app from `config` (default: the environment; no database needed)."""
     settings = config or Settings.from_env(require_database=False)
@@ -119,18 +139,7 @@ def create_app(config: Settings | None = None) -> Flask:
         password = data.get("password") if isinstance(data, dict) else None
         if not all(isinstance(v, str) and 0 < len(v) <= MAX_FIELD for v in (email, password)):
             return jsonify(error="enter your email address and password"), 400
-        req = urllib.request.Request(
-            billing_url + LOGIN_PATH,
-            data=json.dumps({"email": email, "password": password}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            status, raw, _ = _forward(req)
-        except (OSError, ValueError) as e:
-            log.error("billing service unreachable", extra={"error": str(e)})
-            return jsonify(error="the billing service is unreachable; try again later"), 502
-        answer = _json_object(raw)
+        status, answer = _post_json(billing_url + LOGIN_PATH, {"email": email, "password": password})
         if status in (400, 401, 403):
             return jsonify(error=answer.get("error") or "wrong email or password"), 401
         token = answer.get("access_token")
@@ -176,24 +185,19 @@ def create_app(config: Settings | None = None) -> Flask:
             "success_url": request.host_url + "?checkout=success",
             "cancel_url": request.host_url + "?checkout=cancelled",
         }
-        req = urllib.request.Request(
-            billing_url + CHECKOUT_PATH,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {who.token}"},
-            method="POST",
+        status, answer = _post_json(
+            billing_url + CHECKOUT_PATH, body, {"Authorization": f"Bearer {who.token}"}
         )
-        try:
-            status, raw, _ = _forward(req)
-        except (OSError, ValueError) as e:
-            log.error("billing service unreachable", extra={"error": str(e)})
-            return jsonify(error="the billing service is unreachable; try again later"), 502
-        answer = _json_object(raw)
         checkout = answer.get("checkoutUrl") or answer.get("url")
         if status >= 400 or not isinstance(checkout, str):
             message = answer.get("error") or f"billing service answered {status}"
             return jsonify(error=f"could not start the checkout: {message}"), 502
         log.info("checkout session created", extra={"plan": plan, "by": who.subject})
         return jsonify(checkoutUrl=checkout)
+
+    @app.errorhandler(BillingUnreachable)
+    def billing_unreachable(e):
+        return jsonify(error="the billing service is unreachable; try again later"), 502
 
     @app.errorhandler(413)
     def too_large(e):
