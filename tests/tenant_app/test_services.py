@@ -212,11 +212,12 @@ def test_api_keys_are_stored_hashed_shown_once_and_revocable(make_instance, db):
 
 def test_access_tokens_sign_people_in_with_their_role(make_instance, keys):
     inst = make_instance()
-    who = services.authenticate(inst, auth.Credential("bearer", token=keys.token(role="read")))
+    who = services.authenticate(inst, auth.Credential("bearer", token=keys.token(role="read", issued_at=NOW)))
     assert (who.kind, who.role) == ("user", "read")
     refused = {
-        "another customer": keys.token(customer="globex"),
+        "another customer": keys.token(customer="globex", issued_at=NOW),
         "expired": keys.token(issued_at=NOW - timedelta(hours=1)),
+        "issued in the future": keys.token(issued_at=NOW + timedelta(hours=1)),
         "a license": keys.license(),
         "garbage": "not.a.jwt",
     }
