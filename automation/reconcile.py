@@ -3,30 +3,28 @@
 Creates or updates missing and changed tenants, leaves unchanged ones alone, reports stacks whose
 tenant was removed (destroys them only with --destroy-removed), runs at most --parallel deploys
 at once, each in its own process, and ends with a summary table. tenants.yaml is validated before
-any stack is touched.
+any stack is touched. Deploys take the same path as the signup worker's (automation.deploy:
+a process each, a timeout, orphaned locks cleared).
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
-import time
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from automation.deploy import DeployJob, run_job
 from automation.engine import PROJECT_ROOT, EngineNotBuilt
 from automation.provision import (
     SOURCE_TENANTS_FILE,
     DeployedStack,
     StackResult,
     deployed_stack,
-    destroy_customer,
     tenant_hash,
-    up_customer,
 )
 from automation.workspace import DATA, StackSettings, ensure_s3_backend, list_stacks
 from licensing.keys import public_key_pem
@@ -134,6 +132,7 @@ def reconcile(
     parallel: int,
     destroy_removed: bool,
     dry_run: bool = False,
+    timeout: float = 300.0,
 ) -> list[StackResult]:
     """Bring the stacks in line with tenants_file; returns one result per stack looked at."""
     tenants = load_tenants(tenants_file)  # raises TenantsFileError before anything is touched
@@ -173,22 +172,24 @@ def reconcile(
         raise SystemExit("error: a license signing key is needed to deploy tenants")
 
     now = datetime.now(UTC)
-    jobs: dict[Future, tuple[str, str, float]] = {}
-    # One process per concurrent deploy ("spawn": no state shared with this process).
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for action, group in (("create", plan.create), ("update", plan.update)):
-            for tenant in group:
-                current = deployed.get(tenant.id)
-                license_key = signer.license_for(tenant, current.license_key if current else None, now)
-                fut = pool.submit(up_customer, tenant, license_key, settings, None, SOURCE_TENANTS_FILE)
-                jobs[fut] = (tenant.id, action, time.monotonic())
-        if destroy_removed:
-            for name in plan.removed:
-                jobs[pool.submit(destroy_customer, name, settings)] = (name, "destroy", time.monotonic())
+    work: list[tuple[str, DeployJob]] = []
+    for action, group in (("create", plan.create), ("update", plan.update)):
+        for tenant in group:
+            current = deployed.get(tenant.id)
+            license_key = signer.license_for(tenant, current.license_key if current else None, now)
+            job = DeployJob("up", tenant.id, settings, tenant, license_key, SOURCE_TENANTS_FILE)
+            work.append((action, job))
+    if destroy_removed:
+        work += [("destroy", DeployJob("destroy", name, settings)) for name in plan.removed]
+    # Threads only wait: every deploy runs in a process of its own (automation.deploy).
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        jobs: dict[Future, tuple[str, str]] = {
+            pool.submit(run_job, job, timeout): (job.stack, action) for action, job in work
+        }
         for done, fut in enumerate(as_completed(jobs), 1):
-            name, action, _ = jobs[fut]
+            name, action = jobs[fut]
             result = fut.result()
-            result.action = action if result.action == "up" else result.action
+            result.action = action
             results.append(result)
             state = "ok" if result.ok else "FAILED"
             print(f"[{done}/{len(jobs)}] {name}: {action} {state} in {result.seconds:.1f} s", flush=True)
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", help="cluster to deploy to (default: the local control plane)")
     parser.add_argument("--signing-key", help="PEM private key that signs tenant licenses")
     parser.add_argument("--kid", default=os.environ.get("IOTISTIC_LICENSE_KID", "platform-1"))
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per deploy (default 300)")
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error("--parallel must be at least 1")
@@ -216,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         load_tenants(args.tenants)
         settings = StackSettings.from_env(args.backend, args.kubeconfig)
         signer = None if args.dry_run else load_signer(args.signing_key, args.kid)
-        results = reconcile(args.tenants, settings, signer, args.parallel, args.destroy_removed, args.dry_run)
+        results = reconcile(
+            args.tenants, settings, signer, args.parallel, args.destroy_removed, args.dry_run, args.timeout
+        )
     except (TenantsFileError, EngineNotBuilt) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

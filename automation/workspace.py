@@ -51,7 +51,9 @@ class StackSettings:
             Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         kube = kubeconfig or os.environ.get("IOTISTIC_KUBECONFIG") or _default_kubeconfig()
         extra = tuple((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
-        return cls(url, env_passphrase(), kube, DATA / "workspaces", extra, project_config_dir())
+        # IOTISTIC_STACK_CONFIG_DIR: a throw-away backend's config (tests) stays out of the project's.
+        config_dir = Path(os.environ.get("IOTISTIC_STACK_CONFIG_DIR") or project_config_dir())
+        return cls(url, env_passphrase(), kube, DATA / "workspaces", extra, config_dir)
 
     @classmethod
     def in_folder(cls, root: Path, passphrase: str, kubeconfig: str | None) -> StackSettings:

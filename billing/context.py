@@ -33,7 +33,11 @@ def build(settings: BillingSettings, *, pool_size: int = 20, apply_migrations: b
     if apply_migrations:
         migrate(settings.database_url)
     pool = ConnectionPool(settings.database_url, min_size=2, max_size=pool_size, open=True, name="billing")
-    register_key(pool, key)
+    try:
+        register_key(pool, key)
+    except BaseException:
+        pool.close()
+        raise
 
     def published() -> dict[str, str]:
         with pool.connection() as conn:

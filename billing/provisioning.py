@@ -57,6 +57,7 @@ def deploy(
         sub = store.get_subscription(conn, customer_id)
         lic = store.latest_license(conn, customer_id)
         store.set_deployment_status(conn, customer_id, "deploying", error=customer["deployment_error"])
+        store.abandon_running(conn, customer_id)  # one job per stack runs at a time: these are orphans
         deployment = store.start_deployment(conn, customer_id, "up", reason, job_id, attempt)
     tenant = Tenant(id=customer_id, email=customer["email"], company=customer["company_name"], plan=sub.plan)
     job = DeployJob(
@@ -103,6 +104,7 @@ def destroy(
         customer = store.get_customer(conn, customer_id, for_update=True)
         if customer is None:
             return "skipped: no such customer"
+        store.abandon_running(conn, customer_id)
         deployment = store.start_deployment(conn, customer_id, "destroy", "offboarding", job_id, attempt)
     result = p.run(DeployJob("destroy", customer_id, p.stacks), p.timeout)
     retry = not result.ok and result.transient and not last_attempt

@@ -391,7 +391,12 @@ def create_checkout_session(b: Billing, principal: Principal, data: object) -> d
                 email=row["email"], customer_id=customer_id
             )
             if not row["stripe_customer_id"]:
-                store.set_stripe_customer(conn, customer_id, stripe_customer)
+                try:
+                    store.set_stripe_customer(conn, customer_id, stripe_customer)
+                except psycopg.errors.UniqueViolation:
+                    raise PaymentError(
+                        f"Stripe answered with customer {stripe_customer}, which belongs to another account"
+                    ) from None
             session = b.payments.create_checkout_session(
                 stripe_customer_id=stripe_customer,
                 price=b.settings.price_for(plan),
@@ -441,14 +446,15 @@ def process_stripe_event(b: Billing, event_id: str) -> str:
 def _apply_event(b: Billing, conn: psycopg.Connection, facts) -> str:
     if facts.change is None:
         return "ignored: not an event billing handles"
+    # Our own id (checkout metadata) first, then Stripe's customer id (invoices, subscriptions).
     customer = None
-    if facts.stripe_customer_id:
-        customer = store.customer_by_stripe_id(conn, facts.stripe_customer_id)
-    if customer is None and facts.customer_id:
+    if facts.customer_id:
         try:
             customer = store.get_customer(conn, str(uuid.UUID(facts.customer_id)))
         except ValueError:
             customer = None
+    if customer is None and facts.stripe_customer_id:
+        customer = store.customer_by_stripe_id(conn, facts.stripe_customer_id)
     if customer is None:
         return "ignored: no customer for this event"
     customer_id = customer["id"]
@@ -456,7 +462,11 @@ def _apply_event(b: Billing, conn: psycopg.Connection, facts) -> str:
     if customer["status"] == CUSTOMER_DELETED:
         return "ignored: the customer was offboarded"
     if facts.stripe_customer_id and not customer["stripe_customer_id"]:
-        store.set_stripe_customer(conn, customer_id, facts.stripe_customer_id)
+        try:
+            with conn.transaction():  # a savepoint: the conflict must not abort the whole event
+                store.set_stripe_customer(conn, customer_id, facts.stripe_customer_id)
+        except psycopg.errors.UniqueViolation:
+            return "ignored: the Stripe customer belongs to another account"
     sub = store.get_subscription(conn, customer_id, for_update=True)
     suspended_now = customer["status"] == CUSTOMER_SUSPENDED
     outcome = apply_stripe_change(sub, facts.change, b.clock(), b.terms, suspended_now)

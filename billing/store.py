@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from billing.domain import Subscription
 
 EMAIL_CONSTRAINT = "customers_email_lower_key"
+STRIPE_CUSTOMER_CONSTRAINT = "customers_stripe_customer_key"
 _CUSTOMER = (
     "id::text AS id, email, password_hash, company_name, status, deployment_status, deployment_error, "
     "deployed_at, stripe_customer_id, created_at, deleted_at"
@@ -203,10 +204,16 @@ def register_signing_key(conn, kid: str, public_pem: str) -> str:
 
 
 def extend_key_validity(conn, kid: str, until: datetime) -> None:
-    """The key must stay published until everything it signed has expired."""
+    """The key must stay published until everything it signed has expired.
+
+    Rounded up to the next midnight (UTC), and only written when that moves it later: concurrent
+    signups would otherwise all queue on this one row's lock.
+    """
+    day = until.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     conn.execute(
-        "UPDATE signing_keys SET valid_until = GREATEST(COALESCE(valid_until, %s), %s) WHERE kid = %s",
-        (until, until, kid),
+        "UPDATE signing_keys SET valid_until = %s "
+        "WHERE kid = %s AND (valid_until IS NULL OR valid_until < %s)",
+        (day, kid, day),
     )
 
 
@@ -227,6 +234,16 @@ def start_deployment(
         "VALUES (%s, %s, %s, %s, %s, 'running') RETURNING id",
         (customer_id, action, reason, job_id, attempt),
     ).fetchone()[0]
+
+
+def abandon_running(conn, customer_id: str) -> int:
+    """Close the attempts a dead worker left `running` (the stack's job lock says none is alive)."""
+    return conn.execute(
+        "UPDATE deployments SET status = 'failed', finished_at = now(), "
+        "error = 'the worker running this attempt stopped before it finished' "
+        "WHERE customer_id = %s AND status = 'running'",
+        (customer_id,),
+    ).rowcount
 
 
 def finish_deployment(

@@ -12,6 +12,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 MANAGED_BY = {"managed-by": "iotistic"}
+# pulumi-kubernetes waits a fixed 10 s after every Endpoints change before it calls a Service ready.
+# The Deployment or StatefulSet behind each Service is awaited until its pods are Ready, which is
+# what that wait would confirm, so the Services skip it: ~10 s off every deploy.
+SERVICE_ANNOTATIONS = {"pulumi.com/skipAwait": "true"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,12 @@ def service(
     """A ClusterIP Service named after the app, one port per named container port."""
     return k8s.core.v1.Service(
         app,
-        metadata={"name": app, "namespace": namespace, "labels": app_labels(app, customer_id)},
+        metadata={
+            "name": app,
+            "namespace": namespace,
+            "labels": app_labels(app, customer_id),
+            "annotations": dict(SERVICE_ANNOTATIONS),
+        },
         spec={
             "type": "ClusterIP",
             "selector": {"app": app},

@@ -1,5 +1,6 @@
-"""`python -m devenv SERVICE start|stop|status`: the demo's local Postgres, Mosquitto and stripe-mock,
-and the local Kubernetes control plane (`cluster`; not part of `all`, it needs build-cluster.sh).
+"""`python -m devenv SERVICE start|stop|status`: the demo's local Postgres, Mosquitto and stripe-mock
+(`all`), the local Kubernetes control plane (`cluster`) and the billing API with its worker
+(`billing`, which provisions into that cluster).
 
 `python -m devenv env [--database NAME]` prints `export` lines for the running services (the
 tenant app's DATABASE_URL, MQTT_* variables), for `eval "$(python -m devenv env ...)"`.
@@ -22,12 +23,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from devenv.billing_service import LocalBilling
 from devenv.cluster import LocalCluster
 from devenv.mosquitto import ADMIN_USER, LocalMosquitto
 from devenv.ports import (
     PortConfigError,
     PortInUse,
     parse_port_assignment,
+    port_variable,
     resolve_ports,
 )
 from devenv.postgres import LocalPostgres
@@ -73,6 +76,16 @@ class Devenv:
 
     def stripe_mock(self) -> LocalStripeMock:
         return LocalStripeMock(self.data_dir / "stripe-mock", port=self.ports["stripe-mock"])
+
+    def billing(self) -> LocalBilling:
+        return LocalBilling(self.data_dir, port=self.ports["billing"])
+
+    def apply_to_environment(self) -> None:
+        """Make these choices this process's and its children's (the billing API and worker, and
+        the services they start, read IOTISTIC_DATA and IOTISTIC_PORT_<NAME>)."""
+        os.environ["IOTISTIC_DATA"] = str(self.data_dir)
+        for name, port in self.ports.items():
+            os.environ[port_variable(name)] = str(port)
 
     def services(self) -> dict[str, LocalPostgres | LocalMosquitto | LocalStripeMock]:
         return {"postgres": self.postgres(), "mosquitto": self.mosquitto(), "stripe-mock": self.stripe_mock()}
@@ -126,11 +139,34 @@ def cluster_command(action: str, cluster: LocalCluster | None = None) -> int:
     return 0
 
 
+def billing_command(action: str, billing: LocalBilling | None = None) -> int:
+    """start|stop|status of the local billing API and worker (and what they need)."""
+    billing = billing or Devenv.from_args().billing()
+    try:
+        if action == "start":
+            already = billing.running()
+            billing.start()
+            state = "already running" if already else "started"
+            print(f"billing: {state} on {billing.url} (API) with its worker; logs in {billing.dir}")
+        elif action == "stop":
+            billing.stop()
+            print("billing: stopped")
+        else:
+            state = f"running on {billing.url}" if billing.running() else "stopped"
+            print(f"billing: {state} (logs in {billing.dir})")
+    except (ServiceError, PortInUse) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devenv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("service", choices=["postgres", "mosquitto", "stripe-mock", "cluster", "all", "env"])
+    parser.add_argument(
+        "service", choices=["postgres", "mosquitto", "stripe-mock", "cluster", "billing", "all", "env"]
+    )
     parser.add_argument("action", nargs="?", choices=["start", "stop", "status"])
     parser.add_argument(
         "--data-dir", type=Path, help="where data, logs and passwords live (default $IOTISTIC_DATA or .data)"
@@ -172,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except PortConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    env.apply_to_environment()
     if args.service == "env":
         try:
             exports = env.exports(args.database)
@@ -183,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.service == "cluster":
         return cluster_command(args.action, env.cluster())
+    if args.service == "billing":
+        return billing_command(args.action, env.billing())
     chosen = env.services() if args.service == "all" else {args.service: env.services()[args.service]}
     for name, svc in chosen.items():
         try:

@@ -1,16 +1,23 @@
-"""stripe-mock, Stripe's own API mock (built by toolchain/build-stripe-mock.sh), on loopback.
+"""stripe-mock, Stripe's own API mock (built by toolchain/build-stripe-mock.sh), on loopback, and
+webhook events signed exactly as Stripe signs them.
 
-It validates every request against Stripe's real OpenAPI spec and answers with fixtures; it is
-stateless and never sends webhooks (tests sign those themselves, exactly as Stripe does).
+stripe-mock validates every request against Stripe's real OpenAPI spec and answers with
+fixtures; it is stateless and never sends webhooks, so the tests and the demo play Stripe's
+webhook sender themselves with `signed_event` (HMAC-SHA256 of "<t>.<body>" with the endpoint
+secret, header `Stripe-Signature: t=<t>,v1=<hex>`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import json
 import os
 import signal
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +73,14 @@ class LocalStripeMock:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                [str(self.binary), "-http-addr", f"127.0.0.1:{self.port}"],
+                # HTTPS (which it would otherwise open on all interfaces) goes to a socket file.
+                [
+                    str(self.binary),
+                    "-http-addr",
+                    f"127.0.0.1:{self.port}",
+                    "-https-unix",
+                    str(self.data_dir / "https.sock"),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -94,3 +108,22 @@ class LocalStripeMock:
         else:
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+
+
+def stripe_event(event_type: str, obj: dict, created: int | None = None, event_id: str | None = None) -> dict:
+    """An event as Stripe delivers it (`id`, `type`, `created`, `data.object`)."""
+    return {
+        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "type": event_type,
+        "created": created or int(time.time()),
+        "data": {"object": obj},
+    }
+
+
+def signed_event(event: dict, secret: str, at: int | None = None) -> tuple[bytes, str]:
+    """The raw body and `Stripe-Signature` header Stripe would send for `event`."""
+    body = json.dumps(event).encode()
+    t = int(time.time()) if at is None else at
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, f"t={t},v1={mac}"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from licensing.tokens import (
     ACCESS_TOKEN_TYPE,
@@ -71,7 +72,7 @@ class AccessToken:
 
 
 def sign_access_token(
-    private_key_pem: bytes | str,
+    private_key_pem: bytes | str | RSAPrivateKey,
     *,
     kid: str,
     customer_id: str,

@@ -18,7 +18,9 @@ def generate_private_key_pem(bits: int = KEY_BITS) -> bytes:
 
 def public_key_pem(private_pem: bytes) -> bytes:
     """The SubjectPublicKeyInfo PEM of a private key (what customer instances are given)."""
-    key = serialization.load_pem_private_key(private_pem, password=None)
+    from licensing.tokens import load_private_key  # parsed (and validated) once per key
+
+    key = load_private_key(private_pem)
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

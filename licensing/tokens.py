@@ -8,6 +8,7 @@ are refused before any key is used.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from licensing.plans import Plan, get_plan
 
@@ -125,10 +126,22 @@ class JwksKeySource:
         return jwk.key
 
 
-def load_private_key(private_key: bytes | str):
+def load_private_key(private_key: bytes | str | RSAPrivateKey) -> RSAPrivateKey:
+    """The key of a PEM (or the key itself). Parsed once per PEM: cryptography validates an RSA key
+    as it loads it (~40 ms), which would otherwise be paid for every token signed."""
+    if isinstance(private_key, RSAPrivateKey):
+        return private_key
     if isinstance(private_key, str):
         private_key = private_key.encode()
-    return serialization.load_pem_private_key(private_key, password=None)
+    return _load_pem_private_key(private_key)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_pem_private_key(pem: bytes) -> RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, RSAPrivateKey):
+        raise ValueError("a license signing key must be an RSA private key")
+    return key
 
 
 def to_timestamp(value: datetime) -> int:
@@ -138,7 +151,7 @@ def to_timestamp(value: datetime) -> int:
 
 
 def sign_license(
-    private_key_pem: bytes | str,
+    private_key_pem: bytes | str | RSAPrivateKey,
     *,
     kid: str,
     customer_id: str,

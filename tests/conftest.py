@@ -104,6 +104,41 @@ def mosquitto(service_data_dir: Path):
     broker.stop()
 
 
+# --- AWS, played by moto's server --------------------------------------------------------------
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory) -> Iterator[str]:
+    """A moto server (S3, Secrets Manager, ...) on a free loopback port, for the session."""
+    from devenv.ports import free_port, wait_listening
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        if not wait_listening(port, timeout=30):
+            pytest.fail(f"moto server did not listen on {port}:\n{log.read_text()}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def no_ambient_aws(monkeypatch, tmp_path) -> None:
+    """No AWS credentials or config from this machine: only what a test passes explicitly counts."""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    # Without credentials boto3 would otherwise wait for an EC2 metadata service.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 # --- Local Kubernetes control plane --------------------------------------------------------------
 @pytest.fixture(scope="session")
 def cluster():

@@ -10,13 +10,15 @@ CREATE TABLE customers (
         CHECK (deployment_status IN ('provisioning', 'deploying', 'deployed', 'failed', 'destroying', 'destroyed')),
     deployment_error text,
     deployed_at timestamptz,
-    stripe_customer_id text UNIQUE,
+    stripe_customer_id text,
     created_at timestamptz NOT NULL DEFAULT now(),
     deleted_at timestamptz
 );
 -- One live account per address, whatever its case: enforced here, so concurrent signups cannot
 -- race. An offboarded customer keeps its row (and history) but frees the address.
 CREATE UNIQUE INDEX customers_email_lower_key ON customers (lower(email)) WHERE deleted_at IS NULL;
+-- Webhooks find their customer by Stripe's id: one live customer per Stripe customer.
+CREATE UNIQUE INDEX customers_stripe_customer_key ON customers (stripe_customer_id) WHERE deleted_at IS NULL;
 
 CREATE TABLE subscriptions (
     customer_id uuid PRIMARY KEY REFERENCES customers (id),
@@ -26,7 +28,7 @@ CREATE TABLE subscriptions (
     current_period_start timestamptz,
     current_period_end timestamptz,
     grace_until timestamptz,
-    stripe_subscription_id text UNIQUE,
+    stripe_subscription_id text,
     last_event_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now()
 );

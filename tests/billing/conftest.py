@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -19,6 +15,7 @@ from billing.config import BillingSettings
 from billing.context import build
 from billing.migrate import migrate
 from billing.services import Billing
+from devenv.stripe_mock import signed_event, stripe_event  # noqa: F401 (stripe_event re-exported)
 from licensing.keys import generate_private_key_pem, public_key_pem
 
 KID = "billing-test-1"
@@ -129,20 +126,7 @@ def login_token(client, email: str = "ops@acme.example", password: str = "correc
 
 def sign_webhook(event: dict, secret: str = WEBHOOK_SECRET, at: int | None = None) -> tuple[bytes, str]:
     """The body and `Stripe-Signature` header exactly as Stripe builds them."""
-    body = json.dumps(event).encode()
-    t = int(time.time()) if at is None else at
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return body, f"t={t},v1={mac}"
-
-
-def stripe_event(event_type: str, obj: dict, created: int | None = None, event_id: str | None = None) -> dict:
-    return {
-        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
-        "object": "event",
-        "type": event_type,
-        "created": created or int(time.time()),
-        "data": {"object": obj},
-    }
+    return signed_event(event, secret, at)
 
 
 def post_webhook(client, event: dict, **kw):

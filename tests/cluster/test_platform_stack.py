@@ -38,6 +38,10 @@ def test_platform_stack_up_and_destroy(tmp_path: Path, cluster):
         deployment = api.get("/apis/apps/v1/namespaces/billing/deployments/billing-api")
         assert deployment["status"]["availableReplicas"] == 1
         assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "billing-deployer"
+        worker = api.get("/apis/apps/v1/namespaces/billing/deployments/billing-worker")
+        assert worker["status"]["availableReplicas"] == 1
+        assert worker["spec"]["template"]["spec"]["serviceAccountName"] == "billing-deployer"
+        assert up.outputs["adminToken"].secret
         postgres = api.get("/apis/apps/v1/namespaces/billing/statefulsets/postgres")
         assert postgres["status"]["readyReplicas"] == 1
         ingress = api.get("/apis/networking.k8s.io/v1/namespaces/billing/ingresses/billing")

@@ -7,11 +7,7 @@ one destroy: the rest of the reconcile behaviour is covered on the file backend.
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import replace
 
 import boto3
@@ -20,7 +16,6 @@ import pytest
 from automation.provision import deployed_stack
 from automation.reconcile import LicenseSigner, reconcile
 from automation.workspace import StackSettings, ensure_s3_backend, s3_backend_url
-from devenv.ports import free_port, wait_listening
 from licensing.keys import generate_private_key_pem
 from tests.cluster.conftest import wait_until
 
@@ -32,38 +27,6 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "s3t-secret-key",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory) -> Iterator[str]:
-    """A moto S3 server on a free loopback port, for this module only."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        if not wait_listening(port, timeout=30):
-            pytest.fail(f"moto server did not listen on {port}:\n{log.read_text()}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def no_ambient_aws(monkeypatch, tmp_path) -> None:
-    """No AWS credentials or config from this machine: only what a test passes explicitly counts."""
-    for key in list(os.environ):
-        if key.startswith("AWS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    # Without credentials boto3 would otherwise wait for an EC2 metadata service.
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture

@@ -306,3 +306,13 @@ def test_every_kubernetes_object_lets_up_repair_drift(deployed):
     assert len(objects) == 21  # the whole instance: see test names above
     for r in objects:
         assert r.inputs["metadata"]["annotations"]["pulumi.com/patchForce"] == "true", r.name
+
+
+def test_services_skip_the_endpoint_settle_wait_but_workloads_are_awaited(deployed):
+    mocks, _ = deployed
+    services = mocks.of_type(SERVICE)
+    assert len(services) == 5  # postgres, mosquitto, api, dashboard, billing-exporter
+    for svc in services:
+        assert svc.inputs["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true", svc.name
+    for workload in mocks.of_type(DEPLOYMENT) + mocks.of_type("kubernetes:apps/v1:StatefulSet"):
+        assert "pulumi.com/skipAwait" not in workload.inputs["metadata"]["annotations"], workload.name

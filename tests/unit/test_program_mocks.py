@@ -73,3 +73,38 @@ def test_platform_stack_declares_the_billing_namespace():
         secret.inputs["stringData"]
     )
     assert mocks.of_type("kubernetes:apps/v1:StatefulSet")[0].inputs["metadata"]["name"] == "postgres"
+
+
+def test_platform_stack_runs_the_billing_api_and_its_provisioning_worker():
+    mocks = run_main(
+        "platform",
+        {
+            "stripeSecretKey": "sk",
+            "stripeWebhookSecret": "wh",
+            "licenseSigningKey": "pem",
+            "stateBackendUrl": "s3://iotistic-state?region=eu-central-1",
+            "statePassphrase": "pp",
+            "workerReplicas": "3",
+        },
+        ("stripeSecretKey", "stripeWebhookSecret", "licenseSigningKey", "statePassphrase"),
+    )
+    by_name = {d.inputs["metadata"]["name"]: d.inputs for d in mocks.of_type("kubernetes:apps/v1:Deployment")}
+    assert set(by_name) == {"billing-api", "billing-worker"}
+    worker = by_name["billing-worker"]
+    assert worker["spec"]["replicas"] == 3
+    commands = {
+        name: d["spec"]["template"]["spec"]["containers"][0]["command"] for name, d in by_name.items()
+    }
+    assert commands == {
+        "billing-api": ["python", "-m", "billing", "serve"],
+        "billing-worker": ["python", "-m", "billing", "worker"],
+    }
+    # The worker deploys customer stacks with the deployer's in-cluster credentials.
+    assert worker["spec"]["template"]["spec"]["serviceAccountName"] == "billing-deployer"
+    env = {e["name"]: e for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["IOTISTIC_BACKEND_URL"]["value"] == "s3://iotistic-state?region=eu-central-1"
+    for secret in ("DATABASE_URL", "LICENSE_SIGNING_KEY", "ADMIN_TOKEN", "PULUMI_CONFIG_PASSPHRASE"):
+        assert env[secret]["valueFrom"]["secretKeyRef"]["name"] == "billing-secrets", secret
+    (secret,) = mocks.of_type("kubernetes:core/v1:Secret")
+    assert secret.is_secret("stringData", "PULUMI_CONFIG_PASSPHRASE")
+    assert secret.is_secret("stringData", "ADMIN_TOKEN")
