@@ -11,10 +11,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import CustomerInstance, CustomerInstanceArgs, Images, Networking, Storage
+from components.platform import STACK as PLATFORM_STACK
 from components.platform import BillingPlatform, BillingPlatformArgs
 from tenancy.schema import Tenant, load_tenants, tenant_problems
 
-PLATFORM_STACK = "platform"
 config = pulumi.Config()
 stack = pulumi.get_stack()
 
@@ -110,3 +110,4 @@ else:
     # Bookkeeping for automation/reconcile: who manages this stack and from which tenants.yaml entry.
     pulumi.export("source", config.get("source") or "tenants.yaml")
     pulumi.export("tenantHash", config.get("tenantHash"))
+    pulumi.export("licenseExpiresAt", config.get("licenseExpiresAt"))

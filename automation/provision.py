@@ -12,13 +12,16 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
+import jwt
 from pulumi import automation as auto
 
-from automation.workspace import StackSettings, open_stack
+from automation.workspace import StackSettings, open_stack, set_secret
 from tenancy.schema import Tenant
 
 TENANT_HASH_KEY = "tenantHash"
+LICENSE_KEY = "licenseKey"
 # Who manages a stack, exported by the program: reconcile only ever removes its own.
 SOURCE_TENANTS_FILE = "tenants.yaml"
 SOURCE_SIGNUP = "signup"
@@ -42,10 +45,20 @@ def tenant_hash(tenant: Tenant) -> str:
     return hashlib.sha256(json.dumps(asdict(tenant), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def license_expiry(license_key: str) -> str:
+    """The license's `exp` as ISO 8601 (read, not verified: it is bookkeeping for renewals)."""
+    claims = jwt.decode(license_key, options={"verify_signature": False})
+    return datetime.fromtimestamp(claims["exp"], UTC).isoformat()
+
+
 def tenant_config(
     tenant: Tenant, license_key: str, kubeconfig: str | None, source: str, suspended: bool = False
 ) -> dict[str, auto.ConfigValue]:
-    """Stack config for a customer: what __main__.py reads. The license is a secret value."""
+    """Stack config for a customer, except the license: what __main__.py reads, all plaintext.
+
+    The license is set apart, as a secret read from stdin (see set_license), so it never appears
+    on a command line where `ps` would show it.
+    """
     config = {
         "source": auto.ConfigValue(source),
         # A suspended instance keeps its data and volumes with every workload scaled to zero.
@@ -54,7 +67,7 @@ def tenant_config(
         "company": auto.ConfigValue(tenant.company),
         "plan": auto.ConfigValue(tenant.plan),
         "overrides": auto.ConfigValue(json.dumps(tenant.overrides)),
-        "licenseKey": auto.ConfigValue(license_key, secret=True),
+        "licenseExpiresAt": auto.ConfigValue(license_expiry(license_key)),
         TENANT_HASH_KEY: auto.ConfigValue(tenant_hash(tenant)),
     }
     if kubeconfig:
@@ -70,8 +83,8 @@ def _error_text(e: Exception) -> str:
     return "".join(traceback.format_exception_only(e)).strip()
 
 
-def _outputs(stack: auto.Stack) -> dict[str, str]:
-    return {k: str(v.value) for k, v in stack.outputs().items() if not v.secret}
+def _outputs(outputs: dict[str, auto.OutputValue]) -> dict[str, str]:
+    return {k: str(v.value) for k, v in outputs.items() if not v.secret}
 
 
 def up_customer(
@@ -87,9 +100,10 @@ def up_customer(
     try:
         stack = open_stack(tenant.id, settings)
         stack.set_all_config(tenant_config(tenant, license_key, settings.kubeconfig, source, suspended))
+        set_secret(stack, f"iotistic:{LICENSE_KEY}", license_key)
         up = stack.up(on_output=on_output, color="never")
         changes = {k: v for k, v in (up.summary.resource_changes or {}).items() if k != "same"}
-        return StackResult(tenant.id, "up", True, time.monotonic() - start, changes, _outputs(stack))
+        return StackResult(tenant.id, "up", True, time.monotonic() - start, changes, _outputs(up.outputs))
     except Exception as e:  # reported in the summary; one tenant's failure never stops the others
         return StackResult(tenant.id, "up", False, time.monotonic() - start, error=_error_text(e))
 
@@ -129,7 +143,7 @@ def deployed_stack(customer_id: str, settings: StackSettings) -> DeployedStack:
     stack = open_stack(customer_id, settings)
     outputs = stack.outputs()
     try:
-        license_key = stack.get_config("iotistic:licenseKey").value
+        license_key = stack.get_config(f"iotistic:{LICENSE_KEY}").value
     except auto.CommandError:
         license_key = None  # no config file here yet (another machine deployed it): re-signed
     value = {k: v.value for k, v in outputs.items()}

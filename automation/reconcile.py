@@ -27,11 +27,11 @@ from automation.provision import (
     tenant_hash,
 )
 from automation.workspace import DATA, StackSettings, ensure_s3_backend, list_stacks
+from components.platform import STACK as PLATFORM_STACK
 from licensing.keys import public_key_pem
 from licensing.tokens import LicenseError, PemKeySource, sign_license, verify_license
 from tenancy.schema import Tenant, TenantsFileError, load_tenants
 
-PLATFORM_STACK = "platform"
 LICENSE_DAYS = 365
 RENEW_WHEN_DAYS_LEFT = 30
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 from pulumi import automation as auto
+from pulumi.automation._cmd import CommandResult
 
 from automation.engine import PROJECT_ROOT, Engine, locate_engine
 
@@ -126,6 +128,25 @@ def open_stack(stack_name: str, settings: StackSettings, engine: Engine | None =
     work_dir = settings.work_root / stack_name
     opts = _workspace_options(work_dir, settings, engine or locate_engine())
     return auto.create_or_select_stack(stack_name, work_dir=str(work_dir), opts=opts)
+
+
+def set_secret(stack: auto.Stack, key: str, value: str) -> None:
+    """`pulumi config set --secret KEY` with the value on stdin: a credential is never an argument
+    (the Automation API's set_config passes values on the command line, readable in /proc)."""
+    ws = stack.workspace
+    assert isinstance(ws, auto.LocalWorkspace)
+    engine = locate_engine()
+    argv = [str(engine.pulumi_bin), "config", "set", "--secret", key, "--stack", stack.name]
+    proc = subprocess.run(
+        [*argv, "--non-interactive"],
+        input=value,
+        cwd=ws.work_dir,
+        env={**os.environ, **(ws.env_vars or {})},
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise auto.CommandError(CommandResult(stdout=proc.stdout, stderr=proc.stderr, code=proc.returncode))
 
 
 def list_stacks(settings: StackSettings, engine: Engine | None = None) -> list[str]:

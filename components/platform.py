@@ -29,6 +29,8 @@ from components.workload import (
 )
 from components.workload import container as container_spec
 
+# The stack that declares the platform itself (not a customer): its name can never be a customer id.
+STACK = "platform"
 NAMESPACE = "billing"
 SECRET_NAME = "billing-secrets"
 BILLING_PORT = 3000

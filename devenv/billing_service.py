@@ -80,12 +80,21 @@ class LocalBilling:
         return self.dir / f"{name}.pid"
 
     def pid(self, name: str) -> int | None:
+        """The pid of the running `python -m billing <name>`, checked against its command line."""
         try:
             pid = int(self._pid_file(name).read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return pid if cmdline[1:4] == [b"-m", b"billing", name.encode()] else None
+        if state in ("Z", "X"):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # our own child: reap it
+            return None
+        # Empty for an instant between fork and exec: a process we just started.
+        if not cmdline:
+            return pid
+        return pid if cmdline.split(b"\0")[1:4] == [b"-m", b"billing", name.encode()] else None
 
     def running(self) -> bool:
         return all(self.pid(name) is not None for name in PROCESSES)

@@ -25,12 +25,16 @@ from typing import Any
 import yaml
 
 from components.args import Images, Networking, Storage
+from components.platform import NAMESPACE as PLATFORM_NAMESPACE
+from components.platform import STACK as PLATFORM_STACK
 from licensing.plans import PLANS
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Namespaces are "customer-<id>" and must stay a DNS label themselves (63 characters).
 MAX_ID_LENGTH = 63 - len("customer-")
+# Ids that would name a stack or namespace of the platform itself (the stack name is the id).
+RESERVED_IDS = frozenset({PLATFORM_STACK, PLATFORM_NAMESPACE, "default", "kube-system", "kube-public"})
 TENANT_KEYS = {"id", "email", "company", "plan", "overrides"}
 OVERRIDE_SECTIONS = {"images": Images, "storage": Storage, "networking": Networking}
 
@@ -78,6 +82,10 @@ def tenant_problems(entry: dict[str, Any]) -> list[str]:
         problems.append(f"id {tid!r} is not a DNS label (lowercase letters, digits and '-', 1-63 chars)")
     elif len(tid) > MAX_ID_LENGTH:
         problems.append(f"id {tid!r} is longer than {MAX_ID_LENGTH} characters (namespace customer-{tid})")
+    elif tid in RESERVED_IDS:
+        problems.append(
+            f"id {tid!r} is reserved for the platform (reserved: {', '.join(sorted(RESERVED_IDS))})"
+        )
     email = entry.get("email")
     if not isinstance(email, str) or not EMAIL.match(email):
         problems.append(f"email {email!r} is not a valid email address")
@@ -138,11 +146,23 @@ def _line_of(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
+def _load(text: str) -> tuple[yaml.Node | None, object]:
+    """One parse for both the node tree (line numbers) and the values: libyaml's C loader when
+    PyYAML was built with it (10,000 tenants in well under a second), else the Python one."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    return root, data
+
+
 def parse_tenants(text: str, path: str = "tenants.yaml") -> list[Tenant]:
     """Parse and validate; raise TenantsFileError listing every problem with its line."""
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text) or {}
+        root, data = _load(text)
+        data = data or {}
     except yaml.YAMLError as e:
         raise TenantsFileError(path, [f"not valid YAML: {e}"]) from None
     if not isinstance(data, dict):

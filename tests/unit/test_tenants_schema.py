@@ -303,3 +303,19 @@ def test_the_documented_example_is_valid():
     (tenant,) = parse_tenants(example)
     assert tenant.networking().base_domain == "eu.iotistic.cloud"
     assert tenant.storage() == Storage(storage_class="fast", postgres_size="20Gi")
+
+
+@pytest.mark.parametrize("reserved", ["platform", "billing", "default", "kube-system"])
+def test_ids_of_the_platform_itself_are_refused(reserved):
+    problems = problems_of(f"tenants:\n  - {{id: {reserved}, email: a@b.io, company: A}}\n")
+    assert problems == [
+        f"line 2: tenant '{reserved}': id '{reserved}' is reserved for the platform "
+        "(reserved: billing, default, kube-public, kube-system, platform)"
+    ]
+
+
+def test_ten_thousand_tenants_parse_with_every_problem_on_its_line():
+    entries = "".join(f"  - {{id: t{i:05d}, email: ops{i}@x.io, company: C{i}}}\n" for i in range(10_000))
+    text = "tenants:\n" + entries + "  - {id: t00042, email: dup@x.io, company: Dup}\n"
+    assert problems_of(text) == ["line 10002: duplicate id 't00042' (first at line 44)"]
+    assert len(parse_tenants(text.rsplit("  - {id: t00042", 1)[0])) == 10_000

@@ -1,0 +1,70 @@
+"""Stack bookkeeping read straight from checkpoint files: plain outputs only, secrets untouched."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from automation.bookkeeping import DeployedStack, deployed_stacks
+from automation.workspace import StackSettings
+
+SECRET = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "v1:abc"}
+
+
+def checkpoint(outputs: dict) -> bytes:
+    resources = [
+        {
+            "urn": "urn:pulumi:x::iotistic::pulumi:providers:kubernetes::cluster",
+            "type": "pulumi:providers:kubernetes",
+        },
+        {
+            "urn": "urn:pulumi:x::iotistic::pulumi:pulumi:Stack::iotistic-x",
+            "type": "pulumi:pulumi:Stack",
+            "outputs": outputs,
+        },
+    ]
+    return json.dumps(
+        {"version": 3, "checkpoint": {"stack": "organization/iotistic/x", "latest": {"resources": resources}}}
+    ).encode()
+
+
+def test_outputs_of_every_stack_come_from_the_checkpoints(tmp_path: Path):
+    stacks = tmp_path / "state" / ".pulumi" / "stacks" / "iotistic"
+    stacks.mkdir(parents=True)
+    (stacks / "acme.json").write_bytes(
+        checkpoint(
+            {
+                "source": "tenants.yaml",
+                "tenantHash": "abc",
+                "instanceUrl": "https://acme.iotistic.cloud",
+                "licenseExpiresAt": "2027-11-27T12:00:00+00:00",
+                "databasePassword": SECRET,
+            }
+        )
+    )
+    (stacks / "zipped.json.gz").write_bytes(
+        gzip.compress(checkpoint({"source": "signup", "tenantHash": SECRET}))
+    )
+    (stacks / "half-made.json").write_bytes(json.dumps({"version": 3, "checkpoint": {"stack": "x"}}).encode())
+    (stacks / "removed.json.bak").write_bytes(
+        checkpoint({"source": "tenants.yaml"})
+    )  # `stack rm` leaves this
+    (tmp_path / "state" / ".pulumi" / "stacks" / "other-project").mkdir()
+    settings = StackSettings.in_folder(tmp_path, "unused", None)
+    assert deployed_stacks(settings) == {
+        "acme": DeployedStack(
+            "acme",
+            "tenants.yaml",
+            "abc",
+            "https://acme.iotistic.cloud",
+            datetime(2027, 11, 27, 12, tzinfo=UTC),
+        ),
+        "zipped": DeployedStack("zipped", "signup", None),
+        "half-made": DeployedStack("half-made", None, None),
+    }
+
+
+def test_an_empty_backend_has_no_stacks(tmp_path: Path):
+    assert deployed_stacks(StackSettings.in_folder(tmp_path, "unused", None)) == {}
