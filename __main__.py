@@ -105,6 +105,7 @@ else:
     pulumi.export("instanceUrl", instance.instance_url)
     pulumi.export("apiUrl", instance.api_url)
     pulumi.export("mqttEndpoint", instance.mqtt_endpoint)
+    pulumi.export("mqttWebsocketUrl", instance.mqtt_websocket_url)
     pulumi.export("databasePassword", instance.database_password)
     # Bookkeeping for automation/reconcile: who manages this stack and from which tenants.yaml entry.
     pulumi.export("source", config.get("source") or "tenants.yaml")

@@ -191,6 +191,7 @@ async def publish_paced(port: int, devices: list[str], per_device: int, interval
 class Env:
     pg: LocalPostgres
     broker: BenchMosquitto
+    admin: DynsecAdmin
     db: str
     env: dict[str, str]
 
@@ -203,7 +204,6 @@ def setup(data: Path) -> Env:
     db = pg.create_database("bench")
     ensure_schema(db)
     admin = DynsecAdmin("127.0.0.1", broker.port, ADMIN_USER, broker.admin_password)
-    admin.ensure_consumer("iotistic-ingest", CONSUMER_PASSWORD)
     admin.execute(
         {
             "command": "createRole",
@@ -241,7 +241,7 @@ def setup(data: Path) -> Env:
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
-    return Env(pg, broker, db, env)
+    return Env(pg, broker, admin, db, env)
 
 
 def reset(env: Env, devices: list[str]) -> None:
@@ -259,6 +259,8 @@ def count(env: Env) -> int:
 
 
 def start_consumer(env: Env, naive: bool, client_id: str) -> subprocess.Popen:
+    # The consumer's account is bound to one client id; each scenario gets a fresh session.
+    env.admin.ensure_consumer("iotistic-ingest", CONSUMER_PASSWORD, client_id)
     cmd = (
         [sys.executable, str(Path(__file__)), "--naive-consumer"]
         if naive

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.broker_auth import ADMIN_USER, DASHBOARD_USER, INGEST_USER
+from components.broker_auth import ADMIN_USER, INGEST_USER
 from components.broker_auth import SECRET_NAME as MQTT_SECRET_NAME
-from components.mosquitto import MQTT_PORT, WEBSOCKET_PORT
+from components.mosquitto import MQTT_PORT
 from components.secrets import SECRET_NAME
 from components.workload import Resources, deployment_with_service, http_probe
 from components.workload import container as container_spec
@@ -47,6 +47,7 @@ class AppsSettings:
     license_jwks_url: str
     billing_url: str
     mqtt_public_host: str
+    mqtt_websocket_url: str  # wss://{id}.{domain}/mqtt: how devices outside the cluster connect
 
 
 def api(
@@ -66,6 +67,7 @@ def api(
         _from_secret("CUSTOMER_ID", "CUSTOMER_ID"),
         _value("MQTT_BROKER", f"mqtt://mosquitto:{MQTT_PORT}"),
         _value("MQTT_PUBLIC_HOST", settings.mqtt_public_host),
+        _value("MQTT_WEBSOCKET_URL", settings.mqtt_websocket_url),
         # The admin creates device accounts and ACLs; the ingest account is the consumer's own.
         _value("MQTT_ADMIN_USERNAME", ADMIN_USER),
         _from_secret("MQTT_ADMIN_PASSWORD", "ADMIN_MQTT_PASSWORD", MQTT_SECRET_NAME),
@@ -130,12 +132,11 @@ def api(
 def dashboard(
     namespace: pulumi.Input[str], settings: AppsSettings, image: str, opts: pulumi.ResourceOptions
 ) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
+    # Sign-in goes through the billing login; the key set verifies the admin token for upgrades.
     env = [
         _value("API_URL", f"http://api:{API_PORT}"),
-        _value("MQTT_URL", f"ws://mosquitto:{WEBSOCKET_PORT}"),
-        _value("MQTT_USERNAME", DASHBOARD_USER),
-        _from_secret("MQTT_PASSWORD", "DASHBOARD_MQTT_PASSWORD", MQTT_SECRET_NAME),
         _value("BILLING_URL", settings.billing_url),
+        _value("LICENSE_JWKS_URL", settings.license_jwks_url),
         _from_secret("CUSTOMER_ID", "CUSTOMER_ID"),
         _value("DASHBOARD_PORT", str(DASHBOARD_CONTAINER_PORT)),
     ]

@@ -16,6 +16,7 @@ from components.postgres import postgres
 from components.quota import quota
 from components.secrets import instance_secrets
 from components.suspension import suspended
+from tenant_app.config import MQTT_WEBSOCKET_PATH
 
 
 class CustomerInstance(pulumi.ComponentResource):
@@ -25,6 +26,7 @@ class CustomerInstance(pulumi.ComponentResource):
     instance_url: pulumi.Output[str]
     api_url: pulumi.Output[str]
     mqtt_endpoint: pulumi.Output[str]
+    mqtt_websocket_url: pulumi.Output[str]
     database_password: pulumi.Output[str]
 
     def __init__(self, name: str, args: CustomerInstanceArgs, opts: pulumi.ResourceOptions | None = None):
@@ -61,11 +63,13 @@ class CustomerInstance(pulumi.ComponentResource):
         )
 
         mqtt_host = f"mosquitto.{args.namespace}.svc.cluster.local"
+        websocket_url = f"wss://{args.host}{MQTT_WEBSOCKET_PATH}"
         settings = AppsSettings(
             customer_id=args.customer_id,
             license_jwks_url=f"https://billing.{args.networking.base_domain}/.well-known/jwks.json",
             billing_url=f"https://billing.{args.networking.base_domain}",
             mqtt_public_host=mqtt_host,
+            mqtt_websocket_url=websocket_url,
         )
         img = args.images
         api(namespace, settings, img.iotistic("api", img.api_tag), secrets.data_checksum, with_secrets)
@@ -77,6 +81,7 @@ class CustomerInstance(pulumi.ComponentResource):
         self.instance_url = pulumi.Output.from_input(f"https://{args.host}")
         self.api_url = pulumi.Output.from_input(f"https://{args.host}/api")
         self.mqtt_endpoint = pulumi.Output.from_input(f"mqtt://{mqtt_host}:{MQTT_PORT}")
+        self.mqtt_websocket_url = pulumi.Output.from_input(websocket_url)
         self.database_password = pulumi.Output.secret(secrets.database_password)
         # Kept for callers and tests that inspect the parts (e.g. the Secret's secrecy).
         self.secrets = secrets
@@ -87,6 +92,7 @@ class CustomerInstance(pulumi.ComponentResource):
                 "instanceUrl": self.instance_url,
                 "apiUrl": self.api_url,
                 "mqttEndpoint": self.mqtt_endpoint,
+                "mqttWebsocketUrl": self.mqtt_websocket_url,
                 "databasePassword": self.database_password,
             }
         )

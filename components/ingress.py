@@ -1,4 +1,8 @@
-"""The instance's public entry: https://{id}.{domain}, TLS from cert-manager, one route per service."""
+"""The instance's public entry: https://{id}.{domain}, TLS from cert-manager, one route per service.
+
+`/mqtt` carries MQTT over secure websockets to Mosquitto's 9001 listener, so devices outside the
+cluster connect to `wss://{id}.{domain}/mqtt` with TLS ended here: no extra LoadBalancer.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,24 @@ import pulumi_kubernetes as k8s
 
 from components.apps import API_PORT, DASHBOARD_PORT, EXPORTER_PORT
 from components.args import Networking
+from components.mosquitto import WEBSOCKET_PORT
+from tenant_app.config import MQTT_WEBSOCKET_PATH
 
 # Path → (service, port). Longest prefix wins in ingress-nginx, so "/" is the dashboard's fallback.
 ROUTES = {
     "/": ("dashboard", DASHBOARD_PORT),
     "/api": ("api", API_PORT),
     "/metrics": ("billing-exporter", EXPORTER_PORT),
+    MQTT_WEBSOCKET_PATH: ("mosquitto", WEBSOCKET_PORT),
+}
+ANNOTATIONS = {
+    "nginx.ingress.kubernetes.io/ssl-redirect": "true",
+    # Device connections are long-lived: nginx's 60 s default would cut an idle websocket between
+    # keepalives (devices ping every 30 s; allow an hour of silence).
+    "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+    "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+    # The API's own limit is MAX_BODY_BYTES (1 MiB): let it answer 413 as JSON, not nginx as HTML.
+    "nginx.ingress.kubernetes.io/proxy-body-size": "2m",
 }
 
 
@@ -29,10 +45,7 @@ def ingress(
             "name": "instance",
             "namespace": namespace,
             "labels": {"customer-id": customer_id, "managed-by": "iotistic"},
-            "annotations": {
-                "cert-manager.io/cluster-issuer": networking.cluster_issuer,
-                "nginx.ingress.kubernetes.io/ssl-redirect": "true",
-            },
+            "annotations": {"cert-manager.io/cluster-issuer": networking.cluster_issuer, **ANNOTATIONS},
         },
         spec={
             "ingressClassName": networking.ingress_class,

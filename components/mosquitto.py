@@ -1,7 +1,9 @@
 """The customer's MQTT broker: Mosquitto 2, MQTT 1883 and websockets 9001, no anonymous access.
 
-Static service users live in a password file with an ACL file; device accounts are created at run
-time by the API through the dynamic-security plugin (see components/broker_auth.py).
+Every account is a dynamic-security client (see components/broker_auth.py): the admin the API
+uses, the consumer's, and one per device created at run time by the API, each bound to its own
+client id. Devices outside the cluster reach the websockets listener through the instance's
+Ingress (`wss://{id}.{domain}/mqtt`, components/ingress.py).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import hashlib
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.broker_auth import DASHBOARD_USER
 from components.broker_auth import SECRET_NAME as AUTH_SECRET
 from components.workload import Resources, deployment_with_service, tcp_probe
 from components.workload import container as container_spec
+from tenant_app.config import MQTT_MAX_PAYLOAD_BYTES
 
 APP = "mosquitto"
 MQTT_PORT = 1883
@@ -29,8 +31,6 @@ MOSQUITTO_CONF = f"""\
 # Managed by Iotistic (components/mosquitto.py): edits are overwritten by the next `pulumi up`.
 per_listener_settings false
 allow_anonymous false
-password_file /mosquitto/auth/passwd
-acl_file /mosquitto/config/acl
 plugin /usr/lib/mosquitto_dynamic_security.so
 plugin_opt_config_file {DYNSEC_FILE}
 persistence true
@@ -40,16 +40,14 @@ autosave_interval 60
 # readings: the default of 1000 queued messages is far below a minute of 1000 devices.
 max_queued_messages 200000
 max_queued_bytes 67108864
+# A reading is ~150 bytes. A publish over 16 KiB closes its sender's connection (Mosquitto 2.0) and
+# is never delivered; a packet over 64 KiB is refused before the broker buffers all of it.
+message_size_limit {MQTT_MAX_PAYLOAD_BYTES}
+max_packet_size 65536
 log_dest stdout
 listener {MQTT_PORT}
 listener {WEBSOCKET_PORT}
 protocol websockets
-"""
-
-# Static users only; device ACLs (each device publishes only to its own topic) are dynamic-security roles.
-ACL = f"""\
-user {DASHBOARD_USER}
-topic read sensor/#
 """
 
 
@@ -66,7 +64,7 @@ def mosquitto(
     config = k8s.core.v1.ConfigMap(
         "mosquitto-config",
         metadata={"name": "mosquitto-config", "namespace": namespace},
-        data={"mosquitto.conf": MOSQUITTO_CONF, "acl": ACL},
+        data={"mosquitto.conf": MOSQUITTO_CONF},
         opts=opts,
     )
     claim_spec: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": DATA_SIZE}}}
@@ -103,7 +101,7 @@ def mosquitto(
             f"[ -f {DYNSEC_FILE} ] || cp /mosquitto/auth/dynamic-security.json {DYNSEC_FILE}",
         ],
     )
-    conf_checksum = hashlib.sha256((MOSQUITTO_CONF + ACL).encode()).hexdigest()
+    conf_checksum = hashlib.sha256(MOSQUITTO_CONF.encode()).hexdigest()
     deployment, svc = deployment_with_service(
         APP,
         namespace,
@@ -117,10 +115,7 @@ def mosquitto(
                 "name": "auth",
                 "secret": {
                     "secretName": AUTH_SECRET,
-                    "items": [
-                        {"key": "passwd", "path": "passwd"},
-                        {"key": "dynamic-security.json", "path": "dynamic-security.json"},
-                    ],
+                    "items": [{"key": "dynamic-security.json", "path": "dynamic-security.json"}],
                 },
             },
             {"name": "data", "persistentVolumeClaim": {"claimName": "mosquitto-data"}},

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from devenv.ports import default_port, ensure_free, is_listening, wait_listening
 from devenv.service_user import ServiceError, check_traversable, tail
+from tenant_app.config import MQTT_MAX_PAYLOAD_BYTES
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
@@ -66,6 +67,9 @@ class LocalMosquitto:
                     f"listener {self.port} 127.0.0.1",
                     f"listener {self.ws_port} 127.0.0.1",
                     "protocol websockets",
+                    # The same caps as the instance's broker (components/mosquitto.py).
+                    f"message_size_limit {MQTT_MAX_PAYLOAD_BYTES}",
+                    "max_packet_size 65536",
                     "persistence true",
                     f"persistence_location {self.data_dir}/",
                     "autosave_interval 60",

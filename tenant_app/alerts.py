@@ -7,13 +7,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from tenant_app.errors import InvalidInput
 from tenant_app.readings import METRICS, Reading, validate_device_id
 
 OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 DEFAULT_COOLDOWN_SECONDS = 300
+MAX_THRESHOLD = 1e15  # far beyond any sensor range; refuses NaN, Infinity and 400-digit integers
 
 
-class InvalidRule(ValueError):
+class InvalidRule(InvalidInput):
     """An alert rule that cannot be created; the message names the field."""
 
 
@@ -60,8 +62,12 @@ def validate_rule(data: object) -> dict:
     if op not in OPERATORS:
         raise InvalidRule(f"operator must be one of {', '.join(OPERATORS)}")
     threshold = data.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise InvalidRule("threshold must be a number")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not -MAX_THRESHOLD <= threshold <= MAX_THRESHOLD  # also refuses NaN
+    ):
+        raise InvalidRule(f"threshold must be a finite number within ±{MAX_THRESHOLD:g}")
     cooldown = data.get("cooldown_seconds", DEFAULT_COOLDOWN_SECONDS)
     if isinstance(cooldown, bool) or not isinstance(cooldown, int) or not 0 <= cooldown <= 86400:
         raise InvalidRule("cooldown_seconds must be an integer between 0 and 86400")

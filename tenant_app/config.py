@@ -17,6 +17,11 @@ from licensing import DEFAULT_ISSUER
 TELEMETRY_TOPIC = "sensor/{device_id}/telemetry"
 TELEMETRY_SUBSCRIPTION = "sensor/+/telemetry"
 CHECKOUT_PATH = "/api/subscriptions/create-checkout-session"
+LOGIN_PATH = "/api/customers/login"  # the billing service's sign-in (answers an access token)
+# The broker refuses larger publishes (components/mosquitto.py, devenv/mosquitto.py) and the
+# consumer dead-letters any that get through: a reading is ~150 bytes.
+MQTT_MAX_PAYLOAD_BYTES = 16384
+MQTT_WEBSOCKET_PATH = "/mqtt"  # the instance Ingress routes it to Mosquitto's websockets listener
 
 
 class ConfigError(ValueError):
@@ -43,6 +48,7 @@ class Settings:
     mqtt_port: int = 1883  # MQTT_PORT
     mqtt_public_host: str = ""  # MQTT_PUBLIC_HOST: the address devices are told (default mqtt_host)
     mqtt_public_port: int = 0  # MQTT_PUBLIC_PORT (default mqtt_port)
+    mqtt_websocket_url: str = ""  # MQTT_WEBSOCKET_URL: wss://{id}.{domain}/mqtt, told to devices
     mqtt_admin_username: str = ""  # MQTT_ADMIN_USERNAME: manages device clients and ACLs (API only)
     mqtt_admin_password: str = ""  # MQTT_ADMIN_PASSWORD
     mqtt_username: str = "iotistic-ingest"  # MQTT_USERNAME: the consumer's own account
@@ -55,6 +61,8 @@ class Settings:
     api_url: str = "http://127.0.0.1:3001"  # API_URL: where the dashboard reaches the API
     billing_url: str = ""  # BILLING_URL: the billing service (checkout sessions)
     dashboard_refresh_seconds: int = 10  # DASHBOARD_REFRESH_SECONDS: live chart refresh
+    max_body_bytes: int = 1024 * 1024  # MAX_BODY_BYTES: larger request bodies answer 413
+    api_key: str = ""  # IOTISTIC_API_KEY: the simulator's credential for registering devices
     # Background jobs.
     retention_interval_seconds: float = 3600.0  # RETENTION_INTERVAL_SECONDS
     usage_flush_seconds: float = 5.0  # USAGE_FLUSH_SECONDS: API request counts to the database
@@ -65,6 +73,8 @@ class Settings:
     consumer_batch_ms: int = 50  # CONSUMER_BATCH_MS: how long a batch may wait to fill
     consumer_receive_maximum: int = 10000  # CONSUMER_RECEIVE_MAXIMUM: unacked messages in flight
     consumer_session_expiry_seconds: int = 7 * 86400  # CONSUMER_SESSION_EXPIRY_SECONDS
+    dead_letter_max_rows: int = 10_000  # DEAD_LETTER_MAX_ROWS: only the newest are kept
+    startup_retry_max_seconds: float = 30.0  # STARTUP_RETRY_MAX_SECONDS: back-off cap while waiting
     log_level: str = "INFO"  # LOG_LEVEL
 
     def __post_init__(self) -> None:
@@ -119,6 +129,7 @@ _ENV_NAMES = {
     "mqtt_port": "MQTT_PORT",
     "mqtt_public_host": "MQTT_PUBLIC_HOST",
     "mqtt_public_port": "MQTT_PUBLIC_PORT",
+    "mqtt_websocket_url": "MQTT_WEBSOCKET_URL",
     "mqtt_admin_username": "MQTT_ADMIN_USERNAME",
     "mqtt_admin_password": "MQTT_ADMIN_PASSWORD",
     "mqtt_username": "MQTT_USERNAME",
@@ -130,6 +141,8 @@ _ENV_NAMES = {
     "api_url": "API_URL",
     "billing_url": "BILLING_URL",
     "dashboard_refresh_seconds": "DASHBOARD_REFRESH_SECONDS",
+    "max_body_bytes": "MAX_BODY_BYTES",
+    "api_key": "IOTISTIC_API_KEY",
     "retention_interval_seconds": "RETENTION_INTERVAL_SECONDS",
     "usage_flush_seconds": "USAGE_FLUSH_SECONDS",
     "active_device_window_seconds": "ACTIVE_DEVICE_WINDOW_SECONDS",
@@ -138,6 +151,8 @@ _ENV_NAMES = {
     "consumer_batch_ms": "CONSUMER_BATCH_MS",
     "consumer_receive_maximum": "CONSUMER_RECEIVE_MAXIMUM",
     "consumer_session_expiry_seconds": "CONSUMER_SESSION_EXPIRY_SECONDS",
+    "dead_letter_max_rows": "DEAD_LETTER_MAX_ROWS",
+    "startup_retry_max_seconds": "STARTUP_RETRY_MAX_SECONDS",
     "log_level": "LOG_LEVEL",
 }
 

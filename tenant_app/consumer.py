@@ -8,7 +8,10 @@
   stored twice.
 - Batches: up to CONSUMER_BATCH_SIZE messages or CONSUMER_BATCH_MS of waiting, one INSERT ... SELECT
   FROM unnest(...) per batch. MQTT 5 Receive Maximum lets enough messages be in flight to fill them.
-- Bad messages are dead-lettered in the same transaction; they never stop the consumer.
+- Bad messages are dead-lettered in the same transaction and acknowledged; they never stop the
+  consumer. A message that fails only when stored is isolated from its batch (the batch is split
+  until it is alone), dead-lettered, and the rest stored (`services.ingest_messages`).
+- Started before its database or broker, it waits and retries with one log line per attempt.
 - While the license is expired or invalid, messages are held unacknowledged (the broker keeps them)
   and ingestion resumes when a renewed license appears.
 
@@ -34,10 +37,10 @@ from paho.mqtt.properties import Properties
 
 from licensing.plans import MQTT_INGESTION
 from tenant_app.config import TELEMETRY_SUBSCRIPTION, Settings
-from tenant_app.db import ensure_schema
-from tenant_app.ingest import ingest_messages
+from tenant_app.db import describe, wait_for_database
 from tenant_app.license_state import VALID, LicenseMonitor
 from tenant_app.logs import start_service
+from tenant_app.services import ingest_messages
 
 log = logging.getLogger("tenant_app.consumer")
 
@@ -92,8 +95,9 @@ class Consumer:
             manual_ack=True,
         )
         client.username_pw_set(s.mqtt_username, s.mqtt_password)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(s.startup_retry_max_seconds)))
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -114,6 +118,11 @@ class Consumer:
         log.info("connected to broker", extra={"session_present": flags.session_present})
         client.subscribe(TELEMETRY_SUBSCRIPTION, qos=1)
         self.connected.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho retries by itself (1 s doubling to 30 s); say so once per attempt, without a traceback.
+        s = self.settings
+        log.warning("broker unavailable; retrying", extra={"broker": f"{s.mqtt_host}:{s.mqtt_port}"})
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self.connected.clear()
@@ -153,14 +162,30 @@ class Consumer:
         return self._conn
 
     def _store(self, batch: list[Delivery]) -> bool:
-        """Commit the batch; False (nothing acknowledged, retried later) on a database error."""
+        """Commit the batch; False (nothing acknowledged, retried later) when it could not be."""
         try:
-            result = ingest_messages(self._db(), [(d.topic, d.payload) for d in batch], self.clock())
+            result = ingest_messages(
+                self._db(),
+                [(d.topic, d.payload) for d in batch],
+                self.clock(),
+                dead_letter_max_rows=self.settings.dead_letter_max_rows,
+            )
         except psycopg.Error as e:
             self.stats.db_errors += 1
-            log.error("batch not stored; will retry", extra={"error": str(e), "messages": len(batch)})
+            log.error(
+                "batch not stored; will retry",
+                extra={
+                    "database": describe(self.settings.database_url),
+                    "error": str(e).strip().splitlines()[0][:300] if str(e).strip() else e.__class__.__name__,
+                    "messages": len(batch),
+                },
+            )
             if self._conn is not None and not self._conn.closed and self._conn.broken:
                 self._conn.close()
+            return False
+        except Exception:  # a bug, not a message: keep the batch unacknowledged and stay up
+            self.stats.db_errors += 1
+            log.exception("batch not stored (unexpected error); will retry", extra={"messages": len(batch)})
             return False
         st = self.stats
         st.batches += 1
@@ -233,7 +258,13 @@ class Consumer:
 
 def main() -> int:
     settings = start_service("consumer")
-    ensure_schema(settings.database_url)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    if not wait_for_database(
+        settings.database_url, max_delay=settings.startup_retry_max_seconds, stop=stopping
+    ):
+        return 0
     consumer = Consumer(settings)
     signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
     signal.signal(signal.SIGINT, lambda *_: consumer.stop())

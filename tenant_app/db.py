@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
 
 SCHEMA_LOCK = 0x10715710  # advisory lock id: services starting together create the schema once
 
@@ -13,6 +20,8 @@ CREATE TABLE IF NOT EXISTS devices (
     name        text NOT NULL DEFAULT '',
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+-- sha256 of the device's password (issued at registration): HTTP ingestion as that device.
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS credential_hash bytea;
 
 CREATE TABLE IF NOT EXISTS sensor_readings (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -37,6 +46,18 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason       text NOT NULL,
     -- sha256 of topic and payload: a redelivered bad message is stored once.
     message_key  bytea NOT NULL UNIQUE
+);
+-- The size of the message as received (the stored payload is cut to a few KiB).
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS payload_bytes integer;
+
+-- Instance API keys for scripts: only a hash is kept; the key is shown once, at creation.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name         text NOT NULL,
+    role         text NOT NULL,
+    secret_hash  bytea NOT NULL UNIQUE,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    revoked_at   timestamptz
 );
 
 CREATE TABLE IF NOT EXISTS alert_rules (
@@ -75,7 +96,15 @@ INSERT INTO usage_counters (name) VALUES ('readings_ingested'), ('dead_letters')
 ON CONFLICT DO NOTHING;
 """
 
-TABLES = ("devices", "sensor_readings", "dead_letters", "alert_rules", "alert_events", "usage_counters")
+TABLES = (
+    "devices",
+    "sensor_readings",
+    "dead_letters",
+    "alert_rules",
+    "alert_events",
+    "usage_counters",
+    "api_keys",
+)
 
 
 def ensure_schema(conninfo: str) -> None:
@@ -88,3 +117,53 @@ def ensure_schema(conninfo: str) -> None:
 def open_pool(conninfo: str, *, max_size: int = 8, name: str = "tenant") -> ConnectionPool:
     """A connection pool that opens lazily, so a service starts even while the database is down."""
     return ConnectionPool(conninfo, min_size=1, max_size=max_size, open=True, name=name, timeout=10)
+
+
+def describe(conninfo: str) -> str:
+    """host:port/dbname of a connection string (never the password), for log lines."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return "the configured database"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def wait_for_database(
+    conninfo: str,
+    *,
+    max_delay: float = 30.0,
+    first_delay: float = 0.5,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Block until the database answers, then create the schema; True once ready.
+
+    While it is unreachable, each attempt logs one line (where, why, next try) and the wait
+    doubles up to `max_delay`: a service started before its database waits instead of exiting
+    with a traceback. Returns False if `stop` is set first. Errors other than "cannot connect"
+    (a wrong password, a missing database) are logged the same way: they may be fixed while we wait.
+    """
+    delay, attempt = first_delay, 0
+    while True:
+        attempt += 1
+        try:
+            ensure_schema(conninfo)
+            if attempt > 1:
+                log.info("database reachable", extra={"database": describe(conninfo), "attempts": attempt})
+            return True
+        except psycopg.OperationalError as e:
+            reason = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:300]
+            log.warning(
+                "database unavailable; retrying",
+                extra={
+                    "database": describe(conninfo),
+                    "error": reason,
+                    "attempt": attempt,
+                    "retry_in_seconds": round(delay, 1),
+                },
+            )
+        if stop is not None:
+            if stop.wait(delay):
+                return False
+        else:
+            time.sleep(delay)
+        delay = min(max_delay, delay * 2)

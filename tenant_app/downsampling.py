@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from tenant_app.errors import InvalidInput
+
 DEFAULT_MAX_POINTS = 500
 MAX_POINTS_LIMIT = 5000
 # Bucket widths are rounded up to one of these, so charts get stable, readable steps.
 NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
 
-class InvalidRange(ValueError):
+class InvalidRange(InvalidInput):
     """A time range or point count that cannot be served."""
 
 

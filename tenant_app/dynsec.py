@@ -8,7 +8,6 @@ admin connection.
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import uuid
 
@@ -97,11 +96,14 @@ class DynsecAdmin:
         return responses
 
     # --- use cases ---------------------------------------------------------------------------------
-    def create_device(self, device_id: str) -> str:
-        """Create the device's client and role (replacing stale ones); return its new password."""
+    def create_device(self, device_id: str, password: str) -> None:
+        """Create the device's client and role (replacing stale ones) with `password`.
+
+        The account is bound to client id = device id: the broker refuses the device under any
+        other client id, so it can never take over another device's or the consumer's session.
+        """
         # The caller holds the only device row for this id, so any account by that name is stale.
         self.delete_device(device_id)
-        password = secrets.token_urlsafe(18)
         role = device_role(device_id)
         topic = TELEMETRY_TOPIC.format(device_id=device_id)
         self.execute(
@@ -113,11 +115,11 @@ class DynsecAdmin:
             {
                 "command": "createClient",
                 "username": device_id,
+                "clientid": device_id,
                 "password": password,
                 "roles": [{"rolename": role}],
             },
         )
-        return password
 
     def delete_device(self, device_id: str) -> None:
         """Remove the device's client (disconnecting it) and its role; missing ones are fine."""
@@ -127,8 +129,22 @@ class DynsecAdmin:
             ignore=("not found",),
         )
 
-    def ensure_consumer(self, username: str, password: str) -> None:
-        """Create (or reset the password of) the ingestion consumer's account."""
+    def bind_client_ids(self, device_ids: list[str]) -> None:
+        """Bind existing device accounts to their own client id (accounts made before binding)."""
+        for start in range(0, len(device_ids), 100):
+            chunk = device_ids[start : start + 100]
+            if chunk:
+                self.execute(
+                    *({"command": "setClientId", "username": d, "clientid": d} for d in chunk),
+                    ignore=("not found",),
+                )
+
+    def ensure_consumer(self, username: str, password: str, client_id: str) -> None:
+        """Create (or reset the password of) the ingestion consumer's account, bound to `client_id`.
+
+        Bound, the account cannot be used under another client id, and (device accounts being
+        bound to their own ids) no other account can present the consumer's client id.
+        """
         self.execute(
             {
                 "command": "createRole",
@@ -151,9 +167,13 @@ class DynsecAdmin:
             {
                 "command": "createClient",
                 "username": username,
+                "clientid": client_id,
                 "password": password,
                 "roles": [{"rolename": CONSUMER_ROLE}],
             },
             ignore=("already exists",),
         )
-        self.execute({"command": "setClientPassword", "username": username, "password": password})
+        self.execute(
+            {"command": "setClientPassword", "username": username, "password": password},
+            {"command": "setClientId", "username": username, "clientid": client_id},
+        )

@@ -18,19 +18,19 @@ from pathlib import Path
 from licensing import JwksKeySource, KeySource, License, LicenseError, PemKeySource, verify_license
 from licensing.plans import MAX_DEVICES
 from tenant_app.config import Settings
+from tenant_app.errors import DomainError
 
 log = logging.getLogger(__name__)
 
 VALID, EXPIRED, INVALID, MISSING = "valid", "expired", "invalid", "missing"
 
 
-class LicenseDenied(Exception):
-    """A request the license does not allow; `status` is the HTTP code to answer with."""
+class LicenseDenied(DomainError):
+    """A request the license does not allow; `status` is the HTTP code to answer with (402 or 403)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,41 @@ def key_source(settings: Settings) -> KeySource | None:
     if settings.license_public_key:
         return PemKeySource(settings.license_public_key.encode(), kid=settings.license_key_id)
     if settings.license_jwks_url:
-        return JwksKeySource(settings.license_jwks_url)
+        return MissLimitedKeys(JwksKeySource(settings.license_jwks_url))
     return None
+
+
+class MissLimitedKeys:
+    """A key source that asks its inner one about an unknown `kid` at most every `interval` seconds.
+
+    The JWKS client fetches the key set again for every `kid` it does not know (that is how a
+    rotated key is picked up). Access tokens come from the internet, so without a limit anyone
+    could make every request a fetch from the billing service by inventing kids.
+    """
+
+    def __init__(
+        self, inner: KeySource, interval: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._inner = inner
+        self._interval = interval
+        self._clock = clock
+        self._known: set[str | None] = set()
+        self._last_miss = float("-inf")
+        self._lock = threading.Lock()
+
+    def key_for(self, token: str, kid: str | None):
+        with self._lock:
+            if kid not in self._known and self._clock() - self._last_miss < self._interval:
+                raise LicenseError(f"unknown key id {kid!r} (the key set was checked moments ago)")
+        try:
+            key = self._inner.key_for(token, kid)
+        except LicenseError:
+            with self._lock:
+                self._last_miss = self._clock()
+            raise
+        with self._lock:
+            self._known.add(kid)
+        return key
 
 
 class LicenseMonitor:

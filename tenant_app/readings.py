@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tenant_app.errors import InvalidInput
+from tenant_app.jsonsafe import has_unstorable, printable
+
 DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RESERVED_PREFIX = "iotistic"  # broker accounts of the platform itself (admin, consumer)
 
@@ -25,9 +28,15 @@ METRICS = tuple(RANGES)
 # Names devices and Node-RED flows commonly use, mapped to ours (the seed's example uses `temp`).
 ALIASES = {"temp": "temperature", "gas": "gas_resistance", "gasResistance": "gas_resistance"}
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# The sane window for any stored or queried time: no sensor of ours reports from before 2000, and
+# nothing is stored for after 2100 (far-future times would outlive retention and break ranges).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+_EARLIEST_TS, _LATEST_TS = EARLIEST.timestamp(), LATEST.timestamp()
+MAX_ABS_VALUE = 2**53  # an integer beyond this is not a measurement (and overflows float checks)
 
 
-class InvalidReading(ValueError):
+class InvalidReading(InvalidInput):
     """A reading that cannot be stored; the message says which field and why."""
 
 
@@ -59,22 +68,38 @@ def validate_device_id(device_id: object) -> str:
 
 
 def parse_timestamp(value: object, now: datetime | None = None) -> datetime:
-    """Epoch seconds or ISO 8601 (naive means UTC); with `now`, refuses times over 5 minutes ahead."""
+    """Epoch seconds or ISO 8601 (naive means UTC), between 2000 and 2100.
+
+    With `now`, times over 5 minutes ahead of it are refused too (a reading from the future).
+    """
     if isinstance(value, bool):
         raise InvalidReading("timestamp must be epoch seconds or an ISO 8601 string")
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or not 0 < value < 32503680000:
-            raise InvalidReading("timestamp is not a plausible epoch time in seconds")
-        ts = datetime.fromtimestamp(value, UTC)
-    elif isinstance(value, str):
-        try:
-            ts = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidReading(f"timestamp {value!r} is not ISO 8601") from None
-        if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=UTC)
-    else:
-        raise InvalidReading("timestamp must be epoch seconds or an ISO 8601 string")
+    try:
+        if isinstance(value, int | float):
+            if not math.isfinite(value) or not _EARLIEST_TS <= value < _LATEST_TS:
+                raise InvalidReading(
+                    f"timestamp {value!r} is not epoch seconds between {EARLIEST.year} and {LATEST.year}"
+                )
+            ts = datetime.fromtimestamp(value, UTC)
+        elif isinstance(value, str):
+            if len(value) > 64:
+                raise InvalidReading("timestamp is not ISO 8601 (too long)")
+            if has_unstorable(value):  # fromisoformat would stop reading at a NUL and accept the rest
+                raise InvalidReading("timestamp contains a NUL byte or an unpaired surrogate")
+            try:
+                ts = datetime.fromisoformat(value)
+            except ValueError:
+                raise InvalidReading(f"timestamp {printable(value, 64)!r} is not ISO 8601") from None
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            if not EARLIEST <= ts < LATEST:
+                raise InvalidReading(
+                    f"timestamp {printable(value, 64)} is outside {EARLIEST.year}..{LATEST.year}"
+                )
+        else:
+            raise InvalidReading("timestamp must be epoch seconds or an ISO 8601 string")
+    except (OverflowError, OSError):  # an offset pushing the time past datetime's range
+        raise InvalidReading("timestamp is outside the representable range") from None
     if now is not None and ts > now + MAX_CLOCK_SKEW:
         raise InvalidReading(f"timestamp {ts.isoformat()} is in the future")
     return ts
@@ -96,7 +121,12 @@ def validate_reading(
         metric = ALIASES.get(key, key)
         if metric not in RANGES or raw is None:
             continue
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        if (
+            isinstance(raw, bool)
+            or not isinstance(raw, int | float)
+            or (isinstance(raw, int) and not -MAX_ABS_VALUE <= raw <= MAX_ABS_VALUE)
+            or not math.isfinite(raw)
+        ):
             raise InvalidReading(f"{metric} must be a number")
         low, high = RANGES[metric]
         if not low <= raw <= high:

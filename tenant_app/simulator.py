@@ -1,9 +1,12 @@
 """A BME688-like device simulator for demos: publishes readings over MQTT every N seconds.
 
-    # register 3 devices through the API and publish for them every 10 s until Ctrl-C
-    API_URL=http://127.0.0.1:3001 python -m tenant_app.simulator --register 3
+    # register 3 devices through the API (with an API key) and publish every 10 s until Ctrl-C
+    API_URL=http://127.0.0.1:3001 IOTISTIC_API_KEY=iotk_... python -m tenant_app.simulator --register 3
+    # the same, over MQTT over websockets (the address the API gave at registration: wss://.../mqtt)
+    python -m tenant_app.simulator --register 3 --websockets
     # or publish as an existing device with its credentials
     python -m tenant_app.simulator --device greenhouse-1 --password ... --interval 2 --count 30
+    python -m tenant_app.simulator --device greenhouse-1 --password ... --url wss://acme.iotistic.cloud/mqtt
 
 Readings drift like a real room (random walk within the sensor's ranges). Each message carries the
 device's timestamp, which is the reading's idempotency key.
@@ -13,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -53,9 +58,35 @@ class Bme688:
         }
 
 
+@dataclass(frozen=True)
+class BrokerUrl:
+    """Where to publish: mqtt://host:port, mqtts://..., ws://host:port/path or wss://host/path."""
+
+    transport: str  # "tcp" or "websockets"
+    host: str
+    port: int
+    path: str = "/mqtt"
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urllib.parse.urlsplit(url)
+        defaults = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
+        if parts.scheme not in defaults or not parts.hostname:
+            raise ValueError(
+                f"broker URL {url!r} must be mqtt://, mqtts://, ws:// or wss://host[:port][/path]"
+            )
+        return cls(
+            "websockets" if parts.scheme in ("ws", "wss") else "tcp",
+            parts.hostname,
+            parts.port or defaults[parts.scheme],
+            parts.path or "/mqtt",
+            parts.scheme in ("mqtts", "wss"),
+        )
+
+
 def publish_readings(
-    host: str,
-    port: int,
+    broker: BrokerUrl | str,
     device_id: str,
     password: str,
     *,
@@ -64,11 +95,21 @@ def publish_readings(
     stop: threading.Event | None = None,
     seed: int | None = None,
 ) -> int:
-    """Publish `count` readings (0 = until `stop`) at QoS 1; returns how many the broker accepted."""
+    """Publish `count` readings (0 = until `stop`) at QoS 1; returns how many the broker accepted.
+
+    The client id is the device id: the broker accepts a device under no other.
+    """
     stop = stop or threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{device_id}", protocol=mqtt.MQTTv5)
+    b = BrokerUrl.parse(broker) if isinstance(broker, str) else broker
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5, transport=b.transport
+    )
+    if b.transport == "websockets":
+        client.ws_set_options(path=b.path)
+    if b.tls:
+        client.tls_set()
     client.username_pw_set(device_id, password)
-    client.connect(host, port, keepalive=30)
+    client.connect(b.host, b.port, keepalive=30)
     client.loop_start()
     sensor = Bme688(random.Random(seed))
     topic = TELEMETRY_TOPIC.format(device_id=device_id)
@@ -87,21 +128,31 @@ def publish_readings(
     return sent
 
 
-def register_device(api_url: str, device_id: str) -> dict:
-    """Register a device through the API; returns its MQTT credentials."""
+def register_device(api_url: str, device_id: str, api_key: str, wait_seconds: float = 30.0) -> dict:
+    """Register a device through the API; returns its MQTT credentials.
+
+    Waits up to `wait_seconds` for the API to accept connections (it may still be starting).
+    """
     req = urllib.request.Request(
         api_url.rstrip("/") + "/api/devices",
         data=json.dumps({"id": device_id, "name": "simulated BME688"}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
         method="POST",
     )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.load(resp)["mqtt"]
-    except urllib.error.HTTPError as e:
-        raise SystemExit(
-            f"registering {device_id} failed: {e.code} {e.read().decode(errors='replace')}"
-        ) from None
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.load(resp)["mqtt"]
+        except urllib.error.HTTPError as e:
+            raise SystemExit(
+                f"registering {device_id} failed: {e.code} {e.read().decode(errors='replace')}"
+            ) from None
+        except urllib.error.URLError as e:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the API at {api_url} is unreachable: {e.reason}") from None
+            print(f"waiting for the API at {api_url} ({e.reason})", file=sys.stderr)
+            time.sleep(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,39 +160,60 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tenant_app.simulator", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--register", type=int, metavar="N", help="register N devices sim-1..sim-N via API_URL"
+        "--register",
+        type=int,
+        metavar="N",
+        help="register N devices sim-1..sim-N via API_URL (IOTISTIC_API_KEY)",
     )
     parser.add_argument("--device", help="publish as this existing device")
     parser.add_argument("--password", help="the device's MQTT password")
+    parser.add_argument(
+        "--url", help="broker URL: mqtt://host:port or wss://host/mqtt (default MQTT_PUBLIC_HOST)"
+    )
+    parser.add_argument(
+        "--websockets", action="store_true", help="with --register: use the websocket URL the API gives"
+    )
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between readings (default 10)")
     parser.add_argument("--count", type=int, default=0, help="readings per device (default 0: until Ctrl-C)")
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env(
-            {"CUSTOMER_ID": "simulator", **__import__("os").environ}, require_database=False
-        )
+        settings = Settings.from_env({"CUSTOMER_ID": "simulator", **os.environ}, require_database=False)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    devices: list[tuple[str, str, str, int]] = []
+    devices: list[tuple[str, str, str]] = []
     if args.register:
+        if not settings.api_key:
+            parser.error("--register needs IOTISTIC_API_KEY (python -m tenant_app.keys create --role admin)")
         for i in range(1, args.register + 1):
-            creds = register_device(settings.api_url, f"sim-{i}")
-            devices.append((creds["username"], creds["password"], creds["host"], creds["port"]))
+            creds = register_device(settings.api_url, f"sim-{i}", settings.api_key)
+            url = args.url or (
+                creds["websocket_url"]
+                if args.websockets and creds.get("websocket_url")
+                else f"mqtt://{creds['host']}:{creds['port']}"
+            )
+            devices.append((creds["username"], creds["password"], url))
     elif args.device and args.password:
-        devices.append((args.device, args.password, settings.mqtt_public_host, settings.mqtt_public_port))
+        url = args.url or f"mqtt://{settings.mqtt_public_host}:{settings.mqtt_public_port}"
+        devices.append((args.device, args.password, url))
     else:
         parser.error("give --register N, or --device and --password")
+    try:
+        brokers = {url: BrokerUrl.parse(url) for _, _, url in devices}
+    except ValueError as e:
+        parser.error(str(e))
     stop = threading.Event()
-    threads = [
-        threading.Thread(
-            target=publish_readings,
-            args=(host, port, device, password),
-            kwargs={"count": args.count, "interval": args.interval, "stop": stop},
-            daemon=True,
-        )
-        for device, password, host, port in devices
-    ]
+    sent: dict[str, int] = {}
+
+    def run(device: str, password: str, url: str) -> None:
+        try:
+            sent[device] = publish_readings(
+                brokers[url], device, password, count=args.count, interval=args.interval, stop=stop
+            )
+        except (OSError, ValueError) as e:
+            print(f"{device}: cannot publish to {url}: {e}", file=sys.stderr)
+
+    threads = [threading.Thread(target=run, args=d, daemon=True) for d in devices]
     for t in threads:
         t.start()
     try:
@@ -150,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 t.join(0.5)
     except KeyboardInterrupt:
         stop.set()
+    for device, _, url in devices:
+        print(f"{device}: {sent.get(device, 0)} readings published to {url}")
     return 0
 
 

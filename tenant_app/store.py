@@ -24,14 +24,26 @@ def count_devices(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM devices").fetchone()[0]
 
 
-def insert_device(conn: psycopg.Connection, device_id: str, name: str) -> dict | None:
+def insert_device(
+    conn: psycopg.Connection, device_id: str, name: str, credential_hash: bytes | None = None
+) -> dict | None:
     """The new device row, or None when the id is taken."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "INSERT INTO devices (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING "
-            "RETURNING id, name, created_at",
-            (device_id, name),
+            "INSERT INTO devices (id, name, credential_hash) VALUES (%s, %s, %s) "
+            "ON CONFLICT (id) DO NOTHING RETURNING id, name, created_at",
+            (device_id, name, credential_hash),
         ).fetchone()
+
+
+def device_credential(conn: psycopg.Connection, device_id: str) -> bytes | None:
+    """The stored hash of a device's password (None: no such device, or registered without one)."""
+    row = conn.execute("SELECT credential_hash FROM devices WHERE id = %s", (device_id,)).fetchone()
+    return None if row is None or row[0] is None else bytes(row[0])
+
+
+def device_ids(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT id FROM devices ORDER BY id")]
 
 
 def list_devices(conn: psycopg.Connection) -> list[dict]:
@@ -141,23 +153,48 @@ def latest_per_device(conn: psycopg.Connection) -> list[dict]:
         ).fetchall()
 
 
+# --- retention ------------------------------------------------------------------------------------
+_PURGED = {
+    "sensor_readings": "timestamp",
+    "dead_letters": "received_at",
+    "alert_events": "reading_time",
+}
+
+
+def delete_older_than(conn: psycopg.Connection, table: str, cutoff: datetime, chunk: int) -> int:
+    """Delete at most `chunk` rows of `table` older than `cutoff` (readings, dead letters, alerts)."""
+    column = _PURGED[table]  # a fixed set: table and column never come from input
+    return conn.execute(
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < %s LIMIT %s)",
+        (cutoff, chunk),
+    ).rowcount
+
+
 # --- dead letters and usage counters ----------------------------------------------------------------
-def insert_dead_letters(conn: psycopg.Connection, rows: Sequence[tuple[str, bytes, str, bytes]]) -> int:
-    """Store (topic, payload, reason, message_key) rows; a redelivered message is stored once."""
+def insert_dead_letters(
+    conn: psycopg.Connection, rows: Sequence[tuple[str, bytes, str, bytes, int]], keep: int
+) -> int:
+    """Store (topic, payload, reason, message_key, size) rows; a redelivered message is stored once.
+
+    Only the newest `keep` dead letters are kept: older ones are deleted in the same transaction,
+    so a device sending garbage forever cannot fill the disk.
+    """
     inserted = 0
-    for topic, payload, reason, key in rows:
+    for topic, payload, reason, key, size in rows:
         inserted += conn.execute(
-            "INSERT INTO dead_letters (topic, payload, reason, message_key) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (message_key) DO NOTHING",
-            (topic, payload, reason, key),
+            "INSERT INTO dead_letters (topic, payload, reason, message_key, payload_bytes) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (message_key) DO NOTHING",
+            (topic, payload, reason, key, size),
         ).rowcount
+    if inserted:
+        conn.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - %s", (keep,))
     return inserted
 
 
 def list_dead_letters(conn: psycopg.Connection, limit: int = 100) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT id, received_at, topic, encode(payload, 'escape') AS payload, reason "
+            "SELECT id, received_at, topic, encode(payload, 'escape') AS payload, payload_bytes, reason "
             "FROM dead_letters ORDER BY id DESC LIMIT %s",
             (limit,),
         ).fetchall()
@@ -251,3 +288,39 @@ def alert_history(conn: psycopg.Connection, device_id: str | None, limit: int) -
             "ORDER BY reading_time DESC, id DESC LIMIT %s",
             (device_id, device_id, limit),
         ).fetchall()
+
+
+# --- API keys -------------------------------------------------------------------------------------
+_KEY_COLUMNS = "id, name, role, created_at, revoked_at"
+
+
+def insert_api_key(conn: psycopg.Connection, name: str, role: str, secret_hash: bytes) -> dict:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"INSERT INTO api_keys (name, role, secret_hash) VALUES (%s, %s, %s) RETURNING {_KEY_COLUMNS}",
+            (name, role, secret_hash),
+        ).fetchone()
+
+
+def list_api_keys(conn: psycopg.Connection) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id").fetchall()
+
+
+def active_api_key(conn: psycopg.Connection, secret_hash: bytes) -> dict | None:
+    """The unrevoked key with this hash, or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = %s AND revoked_at IS NULL",
+            (secret_hash,),
+        ).fetchone()
+
+
+def revoke_api_key(conn: psycopg.Connection, key_id: int) -> dict | None:
+    """Mark the key revoked (kept for the audit trail); None when there is no such key."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s "
+            f"RETURNING {_KEY_COLUMNS}",
+            (key_id,),
+        ).fetchone()

@@ -1,7 +1,9 @@
-"""The API service (port 3001): license checks, devices, telemetry, reads, alerts, retention.
+"""The API service (port 3001): sign-in, devices, telemetry, reads, alerts, API keys, retention.
 
-`create_app(config)` builds a Flask app with one blueprint per resource; the services it needs
-(connection pool, license monitor, broker admin, background jobs) live in `app.extensions`.
+`create_app(config)` builds a Flask app with one flask-smorest blueprint per resource (their
+schemas generate `/api/openapi.json`); handlers parse, call a use case of `tenant_app.services`
+and let `api.http` map its errors. The services the app needs (connection pool, license monitor,
+broker admin, background jobs) live in `app.extensions["iotistic"]`.
 """
 
 from __future__ import annotations
@@ -12,31 +14,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import flask_smorest
 from flask import Flask, g, request
-from flask.json.provider import DefaultJSONProvider
 from psycopg_pool import ConnectionPool
 
-from tenant_app.api import alerts, devices, health, readings, telemetry
-from tenant_app.api.errors import register_error_handlers
+from licensing import KeySource
+from tenant_app import services
+from tenant_app.api import alerts, devices, health, keys, readings, schemas, security, telemetry
+from tenant_app.api.http import guard_request_text, register_error_handlers
 from tenant_app.config import Settings
-from tenant_app.db import ensure_schema, open_pool
+from tenant_app.db import open_pool, wait_for_database
 from tenant_app.dynsec import DynsecAdmin
 from tenant_app.jobs import Periodic
-from tenant_app.license_state import LicenseMonitor
-from tenant_app.retention import RetentionJob
+from tenant_app.license_state import LicenseMonitor, key_source
+from tenant_app.retention import PurgeResult
 from tenant_app.usage import RequestCounter
+from tenant_app.web import JsonProvider
 
 log = logging.getLogger("tenant_app.api")
+API_VERSION = "1.0"
 
 
-class JsonProvider(DefaultJSONProvider):
-    """ISO 8601 for datetimes (Flask's default is the HTTP date format)."""
+class TenantApi(flask_smorest.Api):
+    """flask-smorest, documenting errors as this API answers them: `{"error": "..."}`."""
 
-    @staticmethod
-    def default(o):
-        if isinstance(o, datetime):
-            return o.isoformat()
-        return DefaultJSONProvider.default(o)
+    ERROR_SCHEMA = schemas.Error
 
 
 @dataclass
@@ -46,11 +48,16 @@ class ApiServices:
     settings: Settings
     pool: ConnectionPool
     license: LicenseMonitor
-    dynsec: DynsecAdmin | None
+    instance: services.Instance
     requests: RequestCounter
-    retention: RetentionJob
-    clock: Callable[[], datetime]
     jobs: list[Periodic] = field(default_factory=list)
+    last_retention: PurgeResult | None = None
+
+    def run_retention(self) -> PurgeResult | None:
+        result = services.run_retention(self.instance)
+        if result is not None:
+            self.last_retention = result
+        return result
 
     def close(self) -> None:
         """Stop the background jobs (flushing request counts) and close the pool."""
@@ -59,16 +66,28 @@ class ApiServices:
         self.pool.close()
 
 
+def _access_keys(settings: Settings) -> KeySource | None:
+    try:
+        return key_source(settings)
+    except (OSError, ValueError) as e:
+        log.error("public key unusable: access tokens cannot be verified", extra={"error": str(e)})
+        return None
+
+
 def create_app(
     config: Settings | None = None,
     *,
     clock: Callable[[], datetime] | None = None,
     background_jobs: bool = True,
 ) -> Flask:
-    """Build the API app from `config` (default: the environment)."""
+    """Build the API app from `config` (default: the environment).
+
+    Waits (with a log line per attempt) until the database answers, so a pod started before its
+    database never crash-loops.
+    """
     settings = config or Settings.from_env()
     clock = clock or (lambda: datetime.now(UTC))
-    ensure_schema(settings.database_url)
+    wait_for_database(settings.database_url, max_delay=settings.startup_retry_max_seconds)
     pool = open_pool(settings.database_url, name="api")
     monitor = LicenseMonitor.from_settings(settings, clock=clock)
     dynsec = (
@@ -78,22 +97,29 @@ def create_app(
         if settings.mqtt_admin_username
         else None
     )
-
-    def current_license():
-        return monitor.current().license
-
+    instance = services.Instance(
+        customer_id=settings.customer_id,
+        connect=pool.connection,
+        license=monitor.current,
+        clock=clock,
+        broker=services.BrokerAddress(
+            settings.mqtt_public_host, settings.mqtt_public_port, settings.mqtt_websocket_url
+        ),
+        accounts=dynsec,
+        access_keys=_access_keys(settings),
+        issuer=settings.license_issuer,
+        dead_letter_max_rows=settings.dead_letter_max_rows,
+    )
     svc = ApiServices(
         settings=settings,
         pool=pool,
         license=monitor,
-        dynsec=dynsec,
+        instance=instance,
         requests=RequestCounter(pool.connection),
-        retention=RetentionJob(pool.connection, current_license, clock),
-        clock=clock,
     )
     if background_jobs:
         svc.jobs = [
-            Periodic("retention", svc.retention.run_once, settings.retention_interval_seconds).start(),
+            Periodic("retention", svc.run_retention, settings.retention_interval_seconds).start(),
             Periodic(
                 "usage-flush", svc.requests.flush, settings.usage_flush_seconds, run_at_stop=True
             ).start(),
@@ -101,11 +127,38 @@ def create_app(
 
     app = Flask(__name__)
     app.json = JsonProvider(app)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="Iotistic instance API",
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "components": {
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "an access token from the billing login, or an API key (iotk_...)",
+                    },
+                    "device": {"type": "http", "scheme": "basic", "description": "device id and password"},
+                }
+            },
+            "security": [{"bearer": []}],
+        },
+    )
     app.extensions["iotistic"] = svc
-    for bp in (health.bp, devices.bp, telemetry.bp, readings.bp, alerts.bp):
-        app.register_blueprint(bp)
+    app.url_map.converters["row_id"] = schemas.RowId
+    api = TenantApi(app)
+    api.register_converter(schemas.RowId, schemas.row_id_schema)
+    api.spec.components.schema("ReadingIn", schema=schemas.ReadingIn)
+    for bp in (health.bp, devices.bp, telemetry.bp, readings.bp, alerts.bp, keys.bp):
+        api.register_blueprint(bp)
     register_error_handlers(app)
     _register_request_log(app, svc)
+    app.before_request(guard_request_text)  # hostile text is refused before anything reads it
+    security.register(app)
     state = monitor.current()
     log.info("api ready", extra={"customer_id": settings.customer_id, "license_state": state.state})
     return app
@@ -124,7 +177,7 @@ def _register_request_log(app: Flask, svc: ApiServices) -> None:
                 "request",
                 extra={
                     "method": request.method,
-                    "path": request.path,
+                    "path": request.path[:200],
                     "status": response.status_code,
                     "duration_ms": round(
                         (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1

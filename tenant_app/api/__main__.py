@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
-from servicekit.serve import run
+from servicekit.serve import run, stop_on_sigterm
 from tenant_app.api import create_app
 from tenant_app.logs import start_service
 
 
 def main() -> int:
     settings = start_service("api")
-    app = create_app(settings)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)  # also while waiting for the database
+    try:
+        app = create_app(settings)
+    except (SystemExit, KeyboardInterrupt):
+        return 0
     try:
         run(app, settings.bind_host, settings.api_port, "api")
     finally:

@@ -2,54 +2,38 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from tenant_app import services
+from tenant_app.api import schemas
+from tenant_app.api.context import instance
+from tenant_app.api.http import Blueprint
 
-from licensing.plans import ALERTS, MAX_ALERT_RULES
-from tenant_app import store
-from tenant_app.alerts import InvalidRule, validate_rule
-from tenant_app.api.context import int_arg, json_body, readable, requires, services, writable
-from tenant_app.api.errors import ApiError
-from tenant_app.license_state import LicenseDenied, require_feature
-
-bp = Blueprint("alerts", __name__, url_prefix="/api/alerts")
+bp = Blueprint("alerts", __name__, url_prefix="/api/alerts", description="Threshold alerts")
 
 
 @bp.get("")
-@requires(readable, ALERTS)
-def history():
-    device_id = request.args.get("device_id") or None
-    limit = int_arg("limit", 100, 1, 1000)
-    with services().pool.connection() as conn:
-        return jsonify(alerts=store.alert_history(conn, device_id, limit))
+@bp.arguments(schemas.AlertHistoryArgs, location="query")
+@bp.response(200, schemas.AlertHistory)
+def history(args: dict):
+    """Alert events, newest first."""
+    return {"alerts": services.alert_history(instance(), args["device_id"], args["limit"])}
 
 
 @bp.get("/rules")
-@requires(readable, ALERTS)
+@bp.response(200, schemas.RuleList)
 def list_rules():
-    with services().pool.connection() as conn:
-        return jsonify(rules=store.list_rules(conn))
+    return {"rules": services.list_rules(instance())}
 
 
 @bp.post("/rules")
-def create_rule():
-    lic = writable()
-    require_feature(lic, ALERTS)
-    try:
-        fields = validate_rule(json_body())
-    except InvalidRule as e:
-        raise ApiError(400, str(e)) from None
-    with services().pool.connection() as conn, conn.transaction():
-        limit = lic.limit(MAX_ALERT_RULES)
-        if limit is not None and store.count_rules(conn) >= limit:
-            raise LicenseDenied(403, f"alert rule limit reached: the {lic.plan} plan allows {limit} rules")
-        rule = store.insert_rule(conn, fields)
-    return jsonify(rule=rule), 201
+@bp.arguments(schemas.RuleCreate)
+@bp.response(201, schemas.RuleOne)
+def create_rule(body: dict):
+    """Create a rule (within the plan's maxAlertRules)."""
+    return {"rule": services.create_rule(instance(), body)}
 
 
-@bp.delete("/rules/<int:rule_id>")
-@requires(writable, ALERTS)
+@bp.delete("/rules/<row_id:rule_id>")
+@bp.response(204)
 def delete_rule(rule_id: int):
-    with services().pool.connection() as conn, conn.transaction():
-        if not store.delete_rule(conn, rule_id):
-            raise ApiError(404, f"no alert rule {rule_id}")
-    return "", 204
+    services.delete_rule(instance(), rule_id)
+    return ""

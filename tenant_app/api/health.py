@@ -1,18 +1,22 @@
-"""`GET /health` (probes and operators) and `GET /api/license` (the dashboard's plan panel)."""
+"""`GET /health` (probes and operators, public) and `GET /api/license` (the dashboard's plan panel)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import jsonify
 
-from tenant_app.api.context import now, services
+from tenant_app import services
+from tenant_app.api.context import instance
+from tenant_app.api.context import services as api_services
+from tenant_app.api.http import Blueprint
 
-bp = Blueprint("health", __name__)
+bp = Blueprint("health", __name__, description="Health and license")
 
 
 @bp.get("/health")
 def health():
     """200 while the database answers (503 otherwise); the license state is reported, not judged."""
-    svc = services()
+    svc = api_services()
+    inst = instance()
     status = svc.license.current()
     try:
         with svc.pool.connection(timeout=3) as conn:
@@ -20,12 +24,12 @@ def health():
         database = "ok"
     except Exception as e:  # any failure means "not ready", with the reason shown
         database = f"unavailable: {e.__class__.__name__}"
-    retention = svc.retention.last_run
+    retention = svc.last_retention
     body = {
         "status": "ok" if database == "ok" and status.state == "valid" else "degraded",
-        "customer_id": svc.settings.customer_id,
+        "customer_id": inst.customer_id,
         "database": database,
-        "license": status.summary(now()),
+        "license": status.summary(inst.clock()),
         "retention": None
         if retention is None
         else {"cutoff": retention.cutoff.isoformat(), "deleted_readings": retention.readings},
@@ -35,5 +39,5 @@ def health():
 
 @bp.get("/api/license")
 def license_info():
-    svc = services()
-    return jsonify(svc.license.current().summary(now()))
+    """The license summary: state, plan, features, limits, expiry, trial and days left."""
+    return jsonify(services.license_summary(instance()))

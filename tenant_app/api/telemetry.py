@@ -1,47 +1,51 @@
-"""`POST /api/sensor-data`: readings over HTTP (the Node-RED path), one object or a list."""
+"""`POST /api/sensor-data` (readings over HTTP, the Node-RED path) and `GET /api/dead-letters`."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from tenant_app import services
+from tenant_app.api import schemas
+from tenant_app.api.context import instance
+from tenant_app.api.http import Blueprint, json_body
+from tenant_app.api.security import principal
 
-from licensing.plans import HTTP_INGESTION
-from tenant_app import store
-from tenant_app.api.context import int_arg, json_body, now, readable, requires, services, writable
-from tenant_app.api.errors import ApiError
-from tenant_app.ingest import store_readings
-from tenant_app.readings import InvalidReading, validate_reading
+bp = Blueprint("telemetry", __name__, url_prefix="/api", description="Readings over HTTP, dead letters")
 
-bp = Blueprint("telemetry", __name__, url_prefix="/api")
-MAX_BATCH = 5000
+_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/ReadingIn"},
+                    {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/ReadingIn"},
+                        "minItems": 1,
+                        "maxItems": services.MAX_BATCH,
+                    },
+                ]
+            }
+        }
+    },
+}
 
 
 @bp.post("/sensor-data")
-@requires(writable, HTTP_INGESTION)
+@bp.doc(requestBody=_BODY)
+@bp.response(201, schemas.IngestResult)
 def ingest():
-    """Store all readings or none: any invalid one answers 400 naming its index and field."""
-    data = json_body()
-    items = data if isinstance(data, list) else [data]
-    if not items or len(items) > MAX_BATCH:
-        raise ApiError(400, f"send between 1 and {MAX_BATCH} readings")
-    t = now()
-    readings = []
-    for i, item in enumerate(items):
-        try:
-            readings.append(validate_reading(item, now=t))
-        except InvalidReading as e:
-            raise ApiError(400, f"reading {i}: {e}" if len(items) > 1 else str(e)) from None
-    with services().pool.connection() as conn, conn.transaction():
-        unknown = {r.device_id for r in readings} - store.known_devices(conn, (r.device_id for r in readings))
-        if unknown:
-            raise ApiError(422, f"unknown device(s): {', '.join(sorted(unknown))}; register them first")
-        result = store_readings(conn, readings)
-    return jsonify(stored=result.stored, duplicates=result.duplicates, alerts=result.alerts), 201
+    """Store one reading or a list, all or none: the first invalid one answers 400 naming it.
+
+    People and API keys name the device in each reading; a device (Basic auth with its MQTT
+    credentials) may send only its own readings.
+    """
+    result = services.ingest_readings(instance(), json_body(), as_device=principal().device_id)
+    return {"stored": result.stored, "duplicates": result.duplicates, "alerts": result.alerts}
 
 
 @bp.get("/dead-letters")
-@requires(readable)
-def dead_letters():
+@bp.arguments(schemas.LimitArgs, location="query")
+@bp.response(200, schemas.DeadLetters)
+def dead_letters(args: dict):
     """Messages the MQTT consumer could not store, newest first, with the reason."""
-    limit = int_arg("limit", 100, 1, 1000)
-    with services().pool.connection() as conn:
-        return jsonify(dead_letters=store.list_dead_letters(conn, limit), usage=store.usage(conn))
+    return services.dead_letters(instance(), args["limit"])

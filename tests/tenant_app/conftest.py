@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from devenv.mosquitto import ADMIN_USER
-from licensing import sign_license
+from licensing import sign_access_token, sign_license
 from licensing.keys import generate_private_key_pem, public_key_pem
 from tenant_app.config import Settings
 from tenant_app.consumer import Consumer
@@ -46,6 +46,11 @@ class Keys:
             **kw,
         )
 
+    def token(self, *, role: str = "admin", customer: str = CUSTOMER, **kw) -> str:
+        """An access token as the billing login issues it, signed by the test billing key."""
+        kw.setdefault("subject", "owner@acme.example")
+        return sign_access_token(self.private_pem, kid=KID, customer_id=customer, role=role, **kw)
+
 
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory) -> Keys:
@@ -73,11 +78,16 @@ def db(tenant_db_url) -> str:
 
 
 @pytest.fixture(scope="session")
-def consumer_account(mosquitto) -> str:
-    DynsecAdmin("127.0.0.1", mosquitto.port, ADMIN_USER, mosquitto.admin_password).ensure_consumer(
-        "iotistic-ingest", CONSUMER_PASSWORD
-    )
-    return CONSUMER_PASSWORD
+def broker_admin(mosquitto) -> DynsecAdmin:
+    return DynsecAdmin("127.0.0.1", mosquitto.port, ADMIN_USER, mosquitto.admin_password)
+
+
+@pytest.fixture
+def consumer_account(broker_admin) -> tuple[str, str]:
+    """The consumer's account, bound to a client id of this test's own: (client id, password)."""
+    client_id = f"ingest-test-{uuid.uuid4().hex[:8]}"
+    broker_admin.ensure_consumer("iotistic-ingest", CONSUMER_PASSWORD, client_id)
+    return client_id, CONSUMER_PASSWORD
 
 
 @pytest.fixture
@@ -100,9 +110,10 @@ def settings(db, mosquitto, keys, license_file, consumer_account) -> Settings:
         mqtt_port=mosquitto.port,
         mqtt_admin_username=ADMIN_USER,
         mqtt_admin_password=mosquitto.admin_password,
+        mqtt_websocket_url=f"ws://127.0.0.1:{mosquitto.ws_port}/mqtt",
         mqtt_username="iotistic-ingest",
-        mqtt_password=consumer_account,
-        consumer_client_id=f"ingest-test-{uuid.uuid4().hex[:8]}",
+        mqtt_password=consumer_account[1],
+        consumer_client_id=consumer_account[0],
         consumer_session_expiry_seconds=120,
         consumer_batch_ms=20,
         usage_flush_seconds=0.2,
@@ -110,14 +121,23 @@ def settings(db, mosquitto, keys, license_file, consumer_account) -> Settings:
 
 
 @pytest.fixture
-def start_api(settings) -> Iterator[Callable[..., Server]]:
-    """Start the API app for real (werkzeug server in a thread); stopped after the test."""
+def admin_token(keys) -> str:
+    return keys.token(role="admin")
+
+
+@pytest.fixture
+def start_api(settings, keys, admin_token) -> Iterator[Callable[..., Server]]:
+    """Start the API app for real (werkzeug server in a thread), signed in as an admin; stopped after.
+
+    With a fixed `clock`, the admin's token is issued at that time (tokens are judged by it).
+    """
     from tenant_app.api import create_app
 
     started: list[Server] = []
 
     def start(config: Settings | None = None, **kw) -> Server:
-        server = Server(create_app(config or settings, **kw))
+        token = keys.token(issued_at=kw["clock"]()) if "clock" in kw else admin_token
+        server = Server(create_app(config or settings, **kw), token=token)
         started.append(server)
         return server
 

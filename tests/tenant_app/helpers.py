@@ -21,12 +21,29 @@ class Resp:
     headers: dict
 
 
-def http(method: str, url: str, body: object | None = None, timeout: float = 10) -> Resp:
-    """One HTTP request; JSON in and (when possible) out; never raises for 4xx/5xx."""
-    data = None if body is None else json.dumps(body).encode()
+def http(
+    method: str,
+    url: str,
+    body: object | None = None,
+    timeout: float = 10,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> Resp:
+    """One HTTP request; JSON in and (when possible) out; never raises for 4xx/5xx.
+
+    `token` is sent as `Authorization: Bearer`; `raw` is sent as is (Content-Type JSON) instead of
+    `body`, for bodies json.dumps cannot write (NaN, lone surrogates, broken UTF-8).
+    """
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", "application/json")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             status, raw, headers = r.status, r.read(), dict(r.headers)
@@ -41,14 +58,23 @@ def http(method: str, url: str, body: object | None = None, timeout: float = 10)
 
 
 class Server:
-    """A WSGI app served for real on a free loopback port, in a thread."""
+    """A WSGI app served for real on a free loopback port, in a thread.
 
-    def __init__(self, app) -> None:
+    `call` sends requests with the server's default credential (`token`), like a signed-in user.
+    """
+
+    def __init__(self, app, token: str | None = None) -> None:
         self.app = app
+        self.token = token
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def call(self, method: str, path: str, body: object | None = None, **kw) -> Resp:
+        """`http` against this server, signed in with its token unless `token=` says otherwise."""
+        kw.setdefault("token", self.token)
+        return http(method, self.url + path, body, **kw)
 
     def stop(self) -> None:
         self._server.shutdown()

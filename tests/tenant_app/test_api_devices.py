@@ -7,14 +7,15 @@ import threading
 import paho.mqtt.client as mqtt
 
 from tests.tenant_app.conftest import new_device_id
-from tests.tenant_app.helpers import http
 
 
-def mqtt_login(port: int, username: str, password: str) -> mqtt.ReasonCode:
-    """The broker's answer to a login attempt."""
+def mqtt_login(port: int, username: str, password: str, client_id: str | None = None) -> mqtt.ReasonCode:
+    """The broker's answer to a login attempt (client id: the username, as devices must use)."""
     result: list[mqtt.ReasonCode] = []
     answered = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or username, protocol=mqtt.MQTTv5
+    )
     client.username_pw_set(username, password)
     client.on_connect = lambda c, u, f, rc, p: (result.append(rc), answered.set())
     client.connect("127.0.0.1", port)
@@ -27,41 +28,39 @@ def mqtt_login(port: int, username: str, password: str) -> mqtt.ReasonCode:
 
 def test_register_list_show_and_delete_a_device(api, mosquitto):
     device = new_device_id()
-    r = http("POST", api.url + "/api/devices", {"id": device, "name": "Greenhouse"})
+    r = api.call("POST", "/api/devices", {"id": device, "name": "Greenhouse"})
     assert r.status == 201
     creds = r.body["mqtt"]
     assert creds["username"] == device and creds["topic"] == f"sensor/{device}/telemetry"
     assert creds["port"] == mosquitto.port and len(creds["password"]) >= 16
     assert not mqtt_login(mosquitto.port, device, creds["password"]).is_failure
 
-    listed = http("GET", api.url + "/api/devices").body["devices"]
+    listed = api.call("GET", "/api/devices").body["devices"]
     assert [(d["id"], d["name"], d["last_seen"]) for d in listed] == [(device, "Greenhouse", None)]
-    assert http("GET", api.url + f"/api/devices/{device}").body["device"]["id"] == device
+    assert api.call("GET", f"/api/devices/{device}").body["device"]["id"] == device
 
-    assert http("POST", api.url + "/api/devices", {"id": device}).status == 409
-    assert http("DELETE", api.url + f"/api/devices/{device}").status == 204
-    assert http("GET", api.url + f"/api/devices/{device}").status == 404
-    assert http("DELETE", api.url + f"/api/devices/{device}").status == 404
+    assert api.call("POST", "/api/devices", {"id": device}).status == 409
+    assert api.call("DELETE", f"/api/devices/{device}").status == 204
+    assert api.call("GET", f"/api/devices/{device}").status == 404
+    assert api.call("DELETE", f"/api/devices/{device}").status == 404
     # The broker account is gone too: the deleted device can no longer log in.
     assert mqtt_login(mosquitto.port, device, creds["password"]).is_failure
 
 
 def test_max_devices_is_enforced_with_a_clear_403(api):
     for _ in range(5):  # starter plan: maxDevices 5
-        assert http("POST", api.url + "/api/devices", {"id": new_device_id()}).status == 201
-    r = http("POST", api.url + "/api/devices", {"id": new_device_id()})
+        assert api.call("POST", "/api/devices", {"id": new_device_id()}).status == 201
+    r = api.call("POST", "/api/devices", {"id": new_device_id()})
     assert r.status == 403
     assert "device limit reached: the starter plan allows 5 devices and 5 are registered" in r.body["error"]
-    assert len(http("GET", api.url + "/api/devices").body["devices"]) == 5
+    assert len(api.call("GET", "/api/devices").body["devices"]) == 5
 
 
 def test_concurrent_registrations_cannot_exceed_the_limit(api):
     results: list[int] = []
     threads = [
         threading.Thread(
-            target=lambda: results.append(
-                http("POST", api.url + "/api/devices", {"id": new_device_id()}).status
-            )
+            target=lambda: results.append(api.call("POST", "/api/devices", {"id": new_device_id()}).status)
         )
         for _ in range(8)
     ]
@@ -85,30 +84,28 @@ def test_bad_input_gets_4xx_with_a_json_error(api):
         ("POST", "/api/alerts/rules", {"metric": "co2"}, 400),
     ]
     for method, path, body, status in cases:
-        r = http(method, api.url + path, body)
+        r = api.call(method, path, body)
         assert r.status == status, (method, path, r.text)
         assert isinstance(r.body, dict) and r.body["error"], (method, path, r.text)
-    r = http("POST", api.url + "/api/devices", None)
+    r = api.call("POST", "/api/devices", None)
     assert r.status == 415 and "Content-Type: application/json" in r.body["error"]
 
 
 def test_features_switch_endpoints_on_and_off(keys, license_file, api):
     device = new_device_id()
-    assert http("POST", api.url + "/api/devices", {"id": device}).status == 201
-    r = http("GET", api.url + f"/api/devices/{device}/readings.csv")
+    assert api.call("POST", "/api/devices", {"id": device}).status == 201
+    r = api.call("GET", f"/api/devices/{device}/readings.csv")
     assert r.status == 403 and "'data_export' is not included in the starter plan" in r.body["error"]
 
     license_file.write_text(keys.license(plan="professional"))
-    assert (
-        http("POST", api.url + "/api/sensor-data", {"device_id": device, "temperature": 20.5}).status == 201
-    )
-    r = http("GET", api.url + f"/api/devices/{device}/readings.csv")
+    assert api.call("POST", "/api/sensor-data", {"device_id": device, "temperature": 20.5}).status == 201
+    r = api.call("GET", f"/api/devices/{device}/readings.csv")
     assert (
         r.status == 200 and r.text.splitlines()[0] == "timestamp,temperature,humidity,pressure,gas_resistance"
     )
     assert r.text.splitlines()[1].endswith(",20.5,,,")
 
     license_file.write_text(keys.license(plan="starter", features=["mqtt_ingestion", "history"]))
-    r = http("POST", api.url + "/api/sensor-data", {"device_id": device, "temperature": 20.5})
+    r = api.call("POST", "/api/sensor-data", {"device_id": device, "temperature": 20.5})
     assert r.status == 403 and "'http_ingestion'" in r.body["error"]
-    assert http("GET", api.url + "/api/alerts").status == 403
+    assert api.call("GET", "/api/alerts").status == 403

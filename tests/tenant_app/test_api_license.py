@@ -11,7 +11,6 @@ import pytest
 
 from licensing import sign_license
 from tests.tenant_app.conftest import KID, new_device_id
-from tests.tenant_app.helpers import http
 from tests.tenant_app.test_licensing import b64, claims_of, forge
 
 
@@ -44,7 +43,7 @@ def _attacks(keys) -> dict[str, str]:
 def test_refused_license_blocks_every_endpoint_and_health_says_why(attack, keys, license_file, start_api):
     license_file.write_text(_attacks(keys)[attack])
     api = start_api()
-    health = http("GET", api.url + "/health")
+    health = api.call("GET", "/health")
     assert health.status == 200
     assert health.body["license"]["state"] == "invalid"
     assert health.body["status"] == "degraded"
@@ -55,7 +54,7 @@ def test_refused_license_blocks_every_endpoint_and_health_says_why(attack, keys,
         ("POST", "/api/sensor-data", {"device_id": "d1", "temperature": 20}),
         ("GET", "/api/readings/latest", None),
     ):
-        r = http(method, api.url + path, body)
+        r = api.call(method, path, body)
         assert r.status == 403, (path, r.body)
         assert r.body["error"].startswith("license invalid")
 
@@ -65,22 +64,20 @@ def test_expired_license_answers_402_for_writes_keeps_reads_and_health_reports_i
 ):
     api = start_api()
     device = new_device_id()
-    assert http("POST", api.url + "/api/devices", {"id": device}).status == 201
-    assert (
-        http("POST", api.url + "/api/sensor-data", {"device_id": device, "temperature": 21.0}).status == 201
-    )
+    assert api.call("POST", "/api/devices", {"id": device}).status == 201
+    assert api.call("POST", "/api/sensor-data", {"device_id": device, "temperature": 21.0}).status == 201
 
     license_file.write_text(keys.license(days=-2))
-    r = http("POST", api.url + "/api/sensor-data", {"device_id": device, "temperature": 22.0})
+    r = api.call("POST", "/api/sensor-data", {"device_id": device, "temperature": 22.0})
     assert r.status == 402
     assert "license expired on" in r.body["error"] and "reading existing data still works" in r.body["error"]
-    assert http("POST", api.url + "/api/devices", {"id": new_device_id()}).status == 402
-    assert http("DELETE", api.url + f"/api/devices/{device}").status == 402
+    assert api.call("POST", "/api/devices", {"id": new_device_id()}).status == 402
+    assert api.call("DELETE", f"/api/devices/{device}").status == 402
 
-    latest = http("GET", api.url + "/api/readings/latest")
+    latest = api.call("GET", "/api/readings/latest")
     assert latest.status == 200 and latest.body["readings"][0]["temperature"] == 21.0
-    assert http("GET", api.url + f"/api/devices/{device}/readings").status == 200
-    health = http("GET", api.url + "/health").body
+    assert api.call("GET", f"/api/devices/{device}/readings").status == 200
+    health = api.call("GET", "/health").body
     assert health["license"]["state"] == "expired" and health["license"]["expired"] is True
 
 
@@ -88,20 +85,20 @@ def test_renewed_license_file_is_picked_up_without_restart(keys, license_file, s
     license_file.write_text(keys.license(days=-1))
     api = start_api()
     device = new_device_id()
-    assert http("POST", api.url + "/api/devices", {"id": device}).status == 402
+    assert api.call("POST", "/api/devices", {"id": device}).status == 402
 
     # Kubernetes swaps the mounted secret's file; write the renewed token the same way (atomic rename).
     renewed = license_file.with_name("renewed.tmp")
     renewed.write_text(keys.license(plan="professional", days=30))
     renewed.replace(license_file)
 
-    assert http("POST", api.url + "/api/devices", {"id": device}).status == 201
-    lic = http("GET", api.url + "/api/license").body
+    assert api.call("POST", "/api/devices", {"id": device}).status == 201
+    lic = api.call("GET", "/api/license").body
     assert (lic["state"], lic["plan"]) == ("valid", "professional")
 
 
 def test_missing_license_is_reported_not_crashed(settings, start_api):
     api = start_api(settings.with_(license_key_file=settings.license_key_file.with_name("absent")))
-    health = http("GET", api.url + "/health").body
+    health = api.call("GET", "/health").body
     assert health["license"]["state"] == "missing"
-    assert http("GET", api.url + "/api/devices").status == 403
+    assert api.call("GET", "/api/devices").status == 403

@@ -13,7 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 
-from tests.tenant_app.helpers import http, wait_for
+from tests.tenant_app.helpers import wait_for
 from tests.tenant_app.test_ingestion import register
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def test_kill_9_mid_batch_and_restart_loses_nothing_and_duplicates_nothing(api, 
     device = creds["username"]
     log = tmp_path / "consumer.log"
     proc = start_consumer_process(settings, log)
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device, protocol=mqtt.MQTTv5)
     publisher.username_pw_set(device, creds["password"])
     publisher.connect("127.0.0.1", settings.mqtt_port)
     publisher.loop_start()
@@ -92,7 +92,7 @@ def test_kill_9_mid_batch_and_restart_loses_nothing_and_duplicates_nothing(api, 
         time.sleep(0.5)  # any duplicate would land now
         rows, distinct, ingested = stored(settings.database_url, device)
         assert (rows, distinct, ingested) == (TOTAL, TOTAL, TOTAL), f"killed with {killed_at} rows stored"
-        assert http("GET", api.url + "/api/dead-letters").body["dead_letters"] == []
+        assert api.call("GET", "/api/dead-letters").body["dead_letters"] == []
     finally:
         publisher.disconnect()
         publisher.loop_stop()

@@ -1,7 +1,9 @@
-"""The dashboard in headless Chromium: devices, charts, alerts, plan and the upgrade button."""
+"""The dashboard in headless Chromium: sign-in through billing, devices, charts, alerts, plan, upgrade."""
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +16,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tenant_app.dashboard import create_app as create_dashboard
+from tests.tenant_app.conftest import CUSTOMER
 from tests.tenant_app.helpers import Server, http
 from tests.tenant_app.test_ingestion import register
+
+OWNER, PASSWORD = "owner@acme.example", "correct horse battery staple"
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -44,14 +49,23 @@ def browser():
 
 
 @pytest.fixture
-def billing():
-    """A stand-in for the billing service's checkout endpoint (the real one comes with the billing issue)."""
+def billing(keys):
+    """A stand-in for the billing service: login (issuing real access tokens with the test key)
+    and checkout. The real ones come with the billing issue and answer the same shapes."""
     app = Flask(__name__)
     app.config["requests"] = []
 
+    @app.post("/api/customers/login")
+    def login():
+        body = request.get_json()
+        if body != {"email": OWNER, "password": PASSWORD}:
+            return jsonify(error="wrong email or password"), 401
+        token = keys.token(role="admin", subject=OWNER)
+        return jsonify(access_token=token, token_type="Bearer", expires_in=900, customer_id=CUSTOMER)
+
     @app.post("/api/subscriptions/create-checkout-session")
     def checkout():
-        app.config["requests"].append(request.get_json())
+        app.config["requests"].append((request.headers.get("Authorization"), request.get_json()))
         return jsonify(checkoutUrl=request.host_url + "checkout/cs_test_123")
 
     app.get("/checkout/<session>")(lambda session: f"<h1 id='stripe'>Checkout {session}</h1>")
@@ -60,14 +74,21 @@ def billing():
     server.stop()
 
 
+def sign_in(browser, password: str) -> None:
+    for field, value in (("email", OWNER), ("password", password)):
+        browser.find_element(By.ID, field).clear()
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.find_element(By.ID, "signin-submit").click()
+
+
 def test_dashboard_shows_devices_charts_alerts_and_license_and_upgrades(
     browser, billing, api, settings, keys, license_file
 ):
     license_file.write_text(keys.license(plan="professional", days=9.5, trial=True))
     devices = [register(api)["username"] for _ in range(2)]
-    http(
+    api.call(
         "POST",
-        api.url + "/api/alerts/rules",
+        "/api/alerts/rules",
         {"metric": "temperature", "operator": ">", "threshold": 26, "name": "Greenhouse too hot"},
     )
     now = datetime.now(UTC)
@@ -82,12 +103,33 @@ def test_dashboard_shows_devices_charts_alerts_and_license_and_upgrades(
         }
         for i in range(60)
     ]
-    assert http("POST", api.url + "/api/sensor-data", readings).status == 201
+    assert api.call("POST", "/api/sensor-data", readings).status == 201
     dashboard = Server(create_dashboard(settings.with_(api_url=api.url, billing_url=billing.url)))
     try:
         browser.get(dashboard.url + "/")
         wait = WebDriverWait(browser, 15)
-        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
+        body = browser.find_element(By.TAG_NAME, "body")
+        # Signed out: the sign-in form, no data.
+        wait.until(lambda d: body.get_attribute("data-signed-in") == "false")
+        assert browser.find_element(By.ID, "signin").is_displayed()
+        assert not browser.find_element(By.ID, "content").is_displayed()
+        sign_in(browser, "wrong password")
+        wait.until(lambda d: d.find_element(By.ID, "signin-error").text)
+        assert "wrong email or password" in browser.find_element(By.ID, "signin-error").text
+        sign_in(browser, PASSWORD)
+        wait.until(lambda d: body.get_attribute("data-loaded") == "true")
+
+        # The browser holds only the short-lived access token: no password, no API key, nothing
+        # that outlives the tab.
+        assert browser.execute_script("return window.localStorage.length") == 0
+        stored = browser.execute_script(
+            "return Object.fromEntries(Object.keys(sessionStorage).map(k => [k, sessionStorage.getItem(k)]))"
+        )
+        assert set(stored) == {"iotistic.accessToken", "iotistic.accessTokenExpires"}
+        token = stored["iotistic.accessToken"]
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        assert claims["aud"] == CUSTOMER and claims["exp"] - claims["iat"] <= 900
+        assert PASSWORD not in json.dumps(stored) and "iotk_" not in json.dumps(stored)
 
         rows = browser.find_elements(By.CSS_SELECTOR, "#devices tbody tr[data-device]")
         assert sorted(r.get_attribute("data-device") for r in rows) == sorted(devices)
@@ -105,17 +147,47 @@ def test_dashboard_shows_devices_charts_alerts_and_license_and_upgrades(
 
         browser.find_element(By.ID, "upgrade").click()
         wait.until(lambda d: "/checkout/cs_test_123" in d.current_url)
-        assert billing.app.config["requests"][0]["customer_id"] == "acme"
-        assert billing.app.config["requests"][0]["plan"] == "professional"
+        authorization, request_body = billing.app.config["requests"][0]
+        assert request_body["customer_id"] == "acme" and request_body["plan"] == "professional"
+        assert authorization == f"Bearer {token}"
+
+        # An expired session sends the user back to the sign-in form, with the reason.
+        browser.get(dashboard.url + "/")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
+        browser.execute_script("sessionStorage.setItem('iotistic.accessToken', 'expired.or.forged')")
+        browser.execute_script("document.getElementById('ranges').querySelector('button').click()")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-signed-in") == "false")
+        assert "sign in again" in browser.find_element(By.ID, "signin-error").text.lower()
     finally:
         dashboard.stop()
 
 
-def test_upgrade_failure_is_shown_not_swallowed(settings, api):
+def test_sign_in_and_upgrade_errors_are_shown_not_swallowed(settings, api, keys, billing):
     dashboard = Server(create_dashboard(settings.with_(api_url=api.url, billing_url="http://127.0.0.1:9")))
+    admin, reader = keys.token(role="admin"), keys.token(role="read")
     try:
-        r = http("POST", dashboard.url + "/upgrade", {"plan": "professional"})
+        r = http("POST", dashboard.url + "/login", {"email": OWNER, "password": PASSWORD})
         assert r.status == 502 and "billing service is unreachable" in r.body["error"]
-        assert http("POST", dashboard.url + "/upgrade", {"plan": "gold"}).status == 400
+        r = http("POST", dashboard.url + "/upgrade", {"plan": "professional"}, token=admin)
+        assert r.status == 502 and "billing service is unreachable" in r.body["error"]
+        assert http("POST", dashboard.url + "/upgrade", {"plan": "gold"}, token=admin).status == 400
+        assert http("POST", dashboard.url + "/upgrade", {"plan": "professional"}).status == 401
+        assert http("POST", dashboard.url + "/upgrade", {"plan": "professional"}, token=reader).status == 403
+        for bad in ({"email": OWNER}, {"email": "x" * 1000, "password": "y"}, [1], None):
+            assert http("POST", dashboard.url + "/login", bad).status == 400
+        assert http("POST", dashboard.url + "/login", raw=b"[" * 50_000).status == 400  # deep nesting
+        assert http("POST", dashboard.url + "/login", raw=b" " * 100_000).status == 413
     finally:
         dashboard.stop()
+    # A billing account of another customer cannot sign in to this instance.
+    other = Server(
+        create_dashboard(settings.with_(customer_id="globex", api_url=api.url, billing_url=billing.url))
+    )
+    try:
+        r = http("POST", other.url + "/login", {"email": OWNER, "password": PASSWORD})
+        assert r.status == 403 and "another Iotistic instance" in r.body["error"]
+        assert (
+            http("GET", other.url + "/").headers["Content-Security-Policy"].startswith("default-src 'self'")
+        )
+    finally:
+        other.stop()

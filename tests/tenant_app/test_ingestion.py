@@ -17,7 +17,7 @@ from tests.tenant_app.helpers import Server, http, wait_for
 
 
 def register(api, device: str | None = None) -> dict:
-    r = http("POST", api.url + "/api/devices", {"id": device or new_device_id()})
+    r = api.call("POST", "/api/devices", {"id": device or new_device_id()})
     assert r.status == 201, r.body
     return r.body["mqtt"]
 
@@ -28,7 +28,9 @@ class Device:
     def __init__(self, creds: dict) -> None:
         self.acks: dict[int, mqtt.ReasonCode] = {}
         self._acked = threading.Condition()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=creds["client_id"], protocol=mqtt.MQTTv5
+        )
         self.client.username_pw_set(creds["username"], creds["password"])
         self.client.on_publish = self._on_publish
         self.client.connect(creds["host"], creds["port"])
@@ -62,25 +64,23 @@ def test_simulated_device_readings_reach_the_api_and_the_dashboard(api, start_co
     start_consumer()
     creds = register(api)
     device = creds["username"]
-    assert (
-        publish_readings(creds["host"], creds["port"], device, creds["password"], count=5, interval=0.05) == 5
-    )
+    url = f"mqtt://{creds['host']}:{creds['port']}"
+    assert publish_readings(url, device, creds["password"], count=5, interval=0.05) == 5
 
     rows = wait_for(
         lambda: (
-            (r := http("GET", api.url + f"/api/devices/{device}/readings").body["readings"])
-            and len(r) == 5
-            and r
+            (r := api.call("GET", f"/api/devices/{device}/readings").body["readings"]) and len(r) == 5 and r
         ),
         what="5 readings through the API",
     )
     assert all(15 <= r["temperature"] <= 32 and 980 <= r["pressure"] <= 1040 for r in rows)
-    latest = http("GET", api.url + "/api/readings/latest").body["readings"]
+    latest = api.call("GET", "/api/readings/latest").body["readings"]
     assert [x["device_id"] for x in latest] == [device] and latest[0]["timestamp"] == rows[-1]["timestamp"]
 
     dashboard = Server(create_dashboard(settings.with_(api_url=api.url)))
     try:
-        via_dashboard = http("GET", dashboard.url + f"/api/devices/{device}/readings")
+        assert dashboard.call("GET", f"/api/devices/{device}/readings").status == 401  # signed out
+        via_dashboard = dashboard.call("GET", f"/api/devices/{device}/readings", token=api.token)
         assert via_dashboard.status == 200 and via_dashboard.body["readings"] == rows
         page = http("GET", dashboard.url + "/")
         assert page.status == 200 and "Upgrade to paid plan" in page.text
@@ -103,7 +103,7 @@ def test_bad_messages_are_dead_lettered_and_never_stop_the_consumer(api, start_c
         dev.close()
     wait_for(lambda: count_rows(settings.database_url, device) == 1, what="the one good reading")
     dead = wait_for(
-        lambda: len(d := http("GET", api.url + "/api/dead-letters").body["dead_letters"]) == 3 and d,
+        lambda: len(d := api.call("GET", "/api/dead-letters").body["dead_letters"]) == 3 and d,
         what="3 dead letters",
     )
     reasons = sorted(d["reason"] for d in dead)
@@ -111,7 +111,7 @@ def test_bad_messages_are_dead_lettered_and_never_stop_the_consumer(api, start_c
     assert "temperature 999 °C is outside" in reasons[1]
     assert "timestamp is required" in reasons[2]
     assert consumer.stats.dead_letters == 3
-    assert http("GET", api.url + "/api/dead-letters").body["usage"]["dead_letters"] == 3
+    assert api.call("GET", "/api/dead-letters").body["usage"]["dead_letters"] == 3
 
 
 def test_a_device_cannot_publish_to_another_devices_topic(api, start_consumer, settings):
@@ -131,9 +131,9 @@ def test_a_device_cannot_publish_to_another_devices_topic(api, start_consumer, s
 
 def test_http_ingestion_alerts_and_history(api):
     device = register(api)["username"]
-    r = http(
+    r = api.call(
         "POST",
-        api.url + "/api/alerts/rules",
+        "/api/alerts/rules",
         {
             "metric": "temperature",
             "operator": ">",
@@ -148,22 +148,22 @@ def test_http_ingestion_alerts_and_history(api):
         {"device_id": device, "timestamp": (t0 + timedelta(seconds=10 * i)).isoformat(), "temperature": temp}
         for i, temp in enumerate([25, 31, 32, 33, 26])
     ]
-    r = http("POST", api.url + "/api/sensor-data", batch)
+    r = api.call("POST", "/api/sensor-data", batch)
     assert r.status == 201 and r.body == {"stored": 5, "duplicates": 0, "alerts": 1}
     # Node-RED retrying the same batch stores nothing twice.
-    assert http("POST", api.url + "/api/sensor-data", batch).body == {
+    assert api.call("POST", "/api/sensor-data", batch).body == {
         "stored": 0,
         "duplicates": 5,
         "alerts": 0,
     }
     # One bad reading rejects the whole batch, naming it.
-    bad = http("POST", api.url + "/api/sensor-data", [batch[0], {"device_id": device, "humidity": 101}])
+    bad = api.call("POST", "/api/sensor-data", [batch[0], {"device_id": device, "humidity": 101}])
     assert bad.status == 400 and bad.body["error"].startswith("reading 1: humidity 101")
-    assert http("POST", api.url + "/api/sensor-data", {"device_id": "ghost", "temperature": 1}).status == 422
+    assert api.call("POST", "/api/sensor-data", {"device_id": "ghost", "temperature": 1}).status == 422
 
-    alerts = http("GET", api.url + "/api/alerts").body["alerts"]
+    alerts = api.call("GET", "/api/alerts").body["alerts"]
     assert [(a["rule_name"], a["value"], a["device_id"]) for a in alerts] == [("Too hot", 31.0, device)]
-    assert http("GET", api.url + "/api/alerts/rules").body["rules"][0]["name"] == "Too hot"
+    assert api.call("GET", "/api/alerts/rules").body["rules"][0]["name"] == "Too hot"
 
 
 def test_long_ranges_are_downsampled_on_the_server(api, settings):
@@ -177,11 +177,11 @@ def test_long_ranges_are_downsampled_on_the_server(api, settings):
             "FROM generate_series(%s::timestamptz, %s, '60 s') t",
             (device, start, end - timedelta(seconds=1)),
         )
-    url = f"{api.url}/api/devices/{device}/readings?from={start.timestamp():.0f}&to={end.timestamp():.0f}"
-    r = http("GET", url + "&max_points=100").body
+    url = f"/api/devices/{device}/readings?from={start.timestamp():.0f}&to={end.timestamp():.0f}"
+    r = api.call("GET", url + "&max_points=100").body
     assert r["bucket_seconds"] == 1800 and len(r["readings"]) == 96
     assert all(x["count"] == 30 for x in r["readings"])
-    raw = http(
+    raw = api.call(
         "GET",
         url.replace(f"from={start.timestamp():.0f}", f"from={(end - timedelta(minutes=30)).timestamp():.0f}"),
     )

@@ -52,10 +52,10 @@ def test_retention_deletes_older_than_the_license_allows_and_nothing_newer(
     ]
     insert_ages(settings.database_url, device, ages)
 
-    result = api.app.extensions["iotistic"].retention.run_once()
+    result = api.app.extensions["iotistic"].run_retention()
     assert result.readings == 2 and result.cutoff == NOW - timedelta(days=days)
     assert remaining_ages(settings.database_url, device) == [timedelta(0), timedelta(days=1), just_inside]
-    assert http("GET", api.url + "/health").body["retention"]["deleted_readings"] == 2
+    assert api.call("GET", "/health").body["retention"]["deleted_readings"] == 2
 
 
 def test_retention_runs_periodically_in_the_api(keys, license_file, start_api, settings):
@@ -67,8 +67,9 @@ def test_retention_runs_periodically_in_the_api(keys, license_file, start_api, s
             "VALUES (%s, now() - interval '31 days', 1), (%s, now() - interval '29 days', 2)",
             (device, device),
         )
+    since_2000 = f"/api/devices/{device}/readings?from=2000-01-01T00:00:00Z"
     wait_for(
-        lambda: len(http("GET", api.url + f"/api/devices/{device}/readings?from=1").body["readings"]) == 1,
+        lambda: len(api.call("GET", since_2000).body["readings"]) == 1,
         what="the periodic purge",
     )
 
@@ -76,7 +77,7 @@ def test_retention_runs_periodically_in_the_api(keys, license_file, start_api, s
 def test_no_verified_license_means_no_deletion(keys, license_file, start_api, settings):
     license_file.write_text("garbage")
     api = start_api()
-    assert api.app.extensions["iotistic"].retention.run_once() is None
+    assert api.app.extensions["iotistic"].run_retention() is None
 
 
 def metrics(url: str) -> tuple[str, dict[str, float]]:
@@ -106,8 +107,8 @@ def test_exporter_metrics_are_computed_from_the_database_at_scrape_time(api, set
             }
             for i in range(3)
         ]
-        http("POST", api.url + "/api/sensor-data", batch)
-        http("POST", api.url + "/api/sensor-data", batch)  # duplicates are not billed twice
+        api.call("POST", "/api/sensor-data", batch)
+        api.call("POST", "/api/sensor-data", batch)  # duplicates are not billed twice
 
         text, after = wait_for(
             lambda: (m := metrics(exporter.url)) and m[1]["iotistic_api_requests_total"] >= 4 and m,

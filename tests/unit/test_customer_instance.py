@@ -124,11 +124,14 @@ def test_mosquitto(deployed):
     assert "listener 9001\nprotocol websockets" in conf["mosquitto.conf"]
     assert "allow_anonymous false" in conf["mosquitto.conf"]
     assert "persistence true" in conf["mosquitto.conf"]
-    assert "password_file /mosquitto/auth/passwd" in conf["mosquitto.conf"]
-    assert "acl_file /mosquitto/config/acl" in conf["mosquitto.conf"]
+    # Every account is a dynamic-security client (bound to its client id): no static users.
+    assert "password_file" not in conf["mosquitto.conf"] and "acl_file" not in conf["mosquitto.conf"]
+    assert set(conf) == {"mosquitto.conf"}
     assert "plugin /usr/lib/mosquitto_dynamic_security.so" in conf["mosquitto.conf"]
     assert "max_queued_messages 200000" in conf["mosquitto.conf"]
-    assert conf["acl"] == "user dashboard\ntopic read sensor/#\n"
+    # The broker caps message size: publishes over 16 KiB are refused, packets over 64 KiB cut.
+    assert "message_size_limit 16384" in conf["mosquitto.conf"]
+    assert "max_packet_size 65536" in conf["mosquitto.conf"]
     c = _container(mocks, "mosquitto")
     assert c["image"] == "eclipse-mosquitto:2.0"
     assert c["readinessProbe"]["tcpSocket"]["port"] == 1883
@@ -139,7 +142,11 @@ def test_mosquitto(deployed):
     (seed,) = pod["template"]["spec"]["initContainers"]
     assert "dynamic-security.json" in seed["command"][-1]
     auth = mocks.one("kubernetes:core/v1:Secret", "mosquitto-auth")
-    assert auth.inputs["stringData"]["passwd"].startswith("dashboard:$7$101$")
+    assert set(auth.inputs["stringData"]) == {
+        "dynamic-security.json",
+        "ADMIN_MQTT_PASSWORD",
+        "INGEST_MQTT_PASSWORD",
+    }
     dynsec = json.loads(auth.inputs["stringData"]["dynamic-security.json"])
     assert [c["username"] for c in dynsec["clients"]] == ["iotistic-admin"]
     assert dynsec["defaultACLAccess"]["publishClientSend"] is False
@@ -184,12 +191,18 @@ def test_app_environment(deployed):
     assert api["MQTT_BROKER"] == "mqtt://mosquitto:1883"
     assert api["MQTT_ADMIN_USERNAME"] == "iotistic-admin"
     assert api["MQTT_ADMIN_PASSWORD"] == {"name": "mosquitto-auth", "key": "ADMIN_MQTT_PASSWORD"}
+    assert api["MQTT_WEBSOCKET_URL"] == "wss://acme.iotistic.test/mqtt"  # told to devices
     pod = mocks.one(DEPLOYMENT, "api").inputs["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["api", "consumer"]
     assert pod["containers"][1]["command"] == ["python", "-m", "tenant_app.consumer"]
     assert [c["command"] for c in pod["initContainers"]] == [["python", "-m", "tenant_app.provision"]]
     dashboard = _env(_container(mocks, "dashboard"))
-    assert dashboard["API_URL"] == "http://api:3001" and dashboard["MQTT_URL"] == "ws://mosquitto:9001"
+    assert dashboard["API_URL"] == "http://api:3001"
+    # The dashboard signs people in through billing and verifies tokens with its key set; it holds
+    # no broker account.
+    assert dashboard["BILLING_URL"] == "https://billing.iotistic.test"
+    assert dashboard["LICENSE_JWKS_URL"] == "https://billing.iotistic.test/.well-known/jwks.json"
+    assert not [name for name in dashboard if name.startswith("MQTT_")]
     exporter = _env(_container(mocks, "billing-exporter"))
     assert (
         exporter["CUSTOMER_ID"]["key"] == "CUSTOMER_ID" and exporter["DATABASE_URL"]["key"] == "DATABASE_URL"
@@ -214,7 +227,18 @@ def test_ingress(deployed):
         p["path"]: (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["number"])
         for p in rule["http"]["paths"]
     }
-    assert routes == {"/": ("dashboard", 80), "/api": ("api", 3001), "/metrics": ("billing-exporter", 9090)}
+    assert routes == {
+        "/": ("dashboard", 80),
+        "/api": ("api", 3001),
+        "/metrics": ("billing-exporter", 9090),
+        "/mqtt": ("mosquitto", 9001),  # MQTT over secure websockets for devices outside the cluster
+    }
+    annotations = ing["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "2m"
+    assert resolve(instance.mqtt_websocket_url)[0] == "wss://acme.iotistic.test/mqtt"
+    # TLS ends at the Ingress: no Service of the instance is exposed by a LoadBalancer of its own.
+    assert {svc.inputs["spec"]["type"] for svc in mocks.of_type(SERVICE)} == {"ClusterIP"}
     assert resolve(instance.instance_url)[0] == "https://acme.iotistic.test"
     assert resolve(instance.api_url)[0] == "https://acme.iotistic.test/api"
     assert resolve(instance.mqtt_endpoint)[0] == "mqtt://mosquitto.customer-acme.svc.cluster.local:1883"

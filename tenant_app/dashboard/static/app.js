@@ -6,12 +6,92 @@ const METRICS = [
 ];
 const state = { device: null, range: 900, timer: null };
 const refreshSeconds = Number(document.body.dataset.refreshSeconds) || 10;
+// The only credential the page holds: the short-lived access token from the billing login, kept in
+// sessionStorage (gone with the tab), never a password or an API key.
+const TOKEN_KEY = "iotistic.accessToken";
+const EXPIRY_KEY = "iotistic.accessTokenExpires";
+
+function token() {
+  const expires = Number(sessionStorage.getItem(EXPIRY_KEY) || 0);
+  if (Date.now() >= expires) return null;
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function authHeaders() {
+  const t = token();
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+class SignedOut extends Error {}
 
 async function getJSON(path) {
-  const resp = await fetch(path, { headers: { Accept: "application/json" } });
+  const resp = await fetch(path, { headers: { Accept: "application/json", ...authHeaders() } });
   const body = await resp.json().catch(() => ({}));
+  if (resp.status === 401) {
+    signOut(token() ? `Please sign in again: ${body.error || "your session ended"}` : "");
+    throw new SignedOut(body.error || "signed out");
+  }
   if (!resp.ok) throw Object.assign(new Error(body.error || resp.statusText), { status: resp.status });
   return body;
+}
+
+function showSignIn(message) {
+  document.getElementById("content").hidden = true;
+  document.getElementById("signout").hidden = true;
+  document.getElementById("upgrade").hidden = true;
+  document.getElementById("signin").hidden = false;
+  const error = document.getElementById("signin-error");
+  error.textContent = message || "";
+  error.hidden = !message;
+  document.body.dataset.signedIn = "false";
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(EXPIRY_KEY);
+  clearInterval(state.timer);
+  state.timer = null;
+  showSignIn(message);
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const submit = document.getElementById("signin-submit");
+  submit.disabled = true;
+  try {
+    const resp = await fetch("/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        email: document.getElementById("email").value,
+        password: document.getElementById("password").value,
+      }),
+    });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok || !body.access_token) throw new Error(body.error || resp.statusText);
+    sessionStorage.setItem(TOKEN_KEY, body.access_token);
+    sessionStorage.setItem(EXPIRY_KEY, String(Date.now() + (Number(body.expires_in) || 900) * 1000));
+    document.getElementById("password").value = "";
+    start();
+  } catch (e) {
+    showSignIn(e.message);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+function start() {
+  if (!token()) {
+    showSignIn("");
+    return;
+  }
+  document.getElementById("signin").hidden = true;
+  document.getElementById("content").hidden = false;
+  document.getElementById("signout").hidden = false;
+  document.body.dataset.signedIn = "true";
+  refresh();
+  clearInterval(state.timer);
+  state.timer = setInterval(refresh, refreshSeconds * 1000);
 }
 
 function el(tag, attrs = {}, text = "") {
@@ -132,6 +212,7 @@ async function loadCharts() {
     note.textContent = res.bucket_seconds ? `Averages over ${res.bucket_seconds} s buckets` : `${res.readings.length} readings`;
     figures.forEach((f) => drawChart(f, res.readings, f.dataset.metric, f.dataset.unit));
   } catch (e) {
+    if (e instanceof SignedOut) throw e;
     note.textContent = e.message;
   }
 }
@@ -150,6 +231,7 @@ async function loadAlerts() {
       body.append(tr);
     }
   } catch (e) {
+    if (e instanceof SignedOut) throw e;
     emptyRow(body, 4, e.status === 403 ? `Alerts: ${e.message}` : e.message);
   }
 }
@@ -161,6 +243,7 @@ async function refresh() {
     await Promise.all([loadCharts(), loadAlerts()]);
     document.body.dataset.loaded = "true";
   } catch (e) {
+    if (e instanceof SignedOut) return;
     const banner = document.getElementById("banner");
     banner.hidden = false;
     banner.textContent = `Could not load data: ${e.message}`;
@@ -172,7 +255,9 @@ async function upgrade() {
   button.disabled = true;
   try {
     const resp = await fetch("/upgrade", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ plan: "professional" }),
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...authHeaders() },
+      body: JSON.stringify({ plan: "professional" }),
     });
     const body = await resp.json().catch(() => ({}));
     if (!resp.ok || !body.checkoutUrl) throw new Error(body.error || resp.statusText);
@@ -186,10 +271,11 @@ async function upgrade() {
 }
 
 document.getElementById("upgrade").addEventListener("click", upgrade);
+document.getElementById("signin-form").addEventListener("submit", signIn);
+document.getElementById("signout").addEventListener("click", () => signOut(""));
 document.querySelectorAll("#ranges button").forEach((b) => b.addEventListener("click", () => {
   document.querySelectorAll("#ranges button").forEach((x) => x.classList.toggle("active", x === b));
   state.range = Number(b.dataset.range);
   loadCharts();
 }));
-refresh();
-state.timer = setInterval(refresh, refreshSeconds * 1000);
+start();
