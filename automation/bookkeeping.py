@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
-from automation.workspace import PROJECT_NAME, StackSettings
+from automation.workspace import PROJECT_NAME, StackSettings, s3_client
 
 STACK_TYPE = "pulumi:pulumi:Stack"
 SUFFIXES = (".json", ".json.gz")
@@ -76,21 +76,9 @@ def _file_checkpoints(root: Path, project: str) -> Iterator[tuple[str, callable]
 
 
 def _s3_checkpoints(url: str, env: dict[str, str], project: str) -> Iterator[tuple[str, callable]]:
-    import boto3
-
-    parsed = urlparse(url)
-    query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
-    endpoint = query.get("endpoint")
-    if endpoint:
-        endpoint = ("http://" if query.get("disable_https") == "true" else "https://") + endpoint
-    session = boto3.session.Session(
-        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=env.get("AWS_SESSION_TOKEN"),
-    )
-    s3 = session.client("s3", region_name=query.get("region", "us-east-1"), endpoint_url=endpoint)
-    bucket = parsed.netloc
-    prefix = f"{parsed.path.strip('/') + '/' if parsed.path.strip('/') else ''}.pulumi/stacks/{project}/"
+    s3, bucket, _ = s3_client(url, env)
+    path = urlparse(url).path.strip("/")
+    prefix = f"{path + '/' if path else ''}.pulumi/stacks/{project}/"
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             name = _stack_name(obj["Key"])

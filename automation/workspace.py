@@ -172,14 +172,13 @@ def s3_backend_url(bucket: str, endpoint: str | None = None, region: str = "us-e
     return url
 
 
-def ensure_s3_backend(backend_url: str, env: Mapping[str, str] | None = None) -> None:
-    """Make sure the bucket behind an s3:// backend exists with versioning on (state history).
+def s3_client(backend_url: str, env: Mapping[str, str] | None = None):
+    """An S3 client for an s3:// backend URL (its region, endpoint, path style), the bucket and region.
 
     `env` (a StackSettings' extra_env) may carry the AWS credentials the engine gets; without
     them boto3's usual chain (environment, ~/.aws) applies.
     """
     import boto3
-    from botocore.exceptions import ClientError
 
     parsed = urlparse(backend_url)
     query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
@@ -193,14 +192,24 @@ def ensure_s3_backend(backend_url: str, env: Mapping[str, str] | None = None) ->
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
         aws_session_token=env.get("AWS_SESSION_TOKEN"),
     )
-    s3 = session.client("s3", region_name=query.get("region", "us-east-1"), endpoint_url=endpoint)
-    bucket = parsed.netloc
+    region = query.get("region", "us-east-1")
+    return session.client("s3", region_name=region, endpoint_url=endpoint), parsed.netloc, region
+
+
+def ensure_s3_backend(backend_url: str, env: Mapping[str, str] | None = None) -> None:
+    """Make sure the bucket behind an s3:// backend exists with versioning on (state history).
+
+    `env` (a StackSettings' extra_env) may carry the AWS credentials the engine gets; without
+    them boto3's usual chain (environment, ~/.aws) applies.
+    """
+    from botocore.exceptions import ClientError
+
+    s3, bucket, region = s3_client(backend_url, env)
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as e:
         if e.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
             raise
-        region = query.get("region", "us-east-1")
         location = {"LocationConstraint": region}
         s3.create_bucket(
             Bucket=bucket, **({} if region == "us-east-1" else {"CreateBucketConfiguration": location})

@@ -6,17 +6,15 @@ tenant app can create per-device credentials without restarting the broker. Anon
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import secrets
-import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from devenv.ports import default_port, ensure_free, is_listening, wait_listening
+from devenv.processes import terminate
 from devenv.service_user import ServiceError, check_traversable, tail
 from tenant_app.config import MQTT_MAX_PAYLOAD_BYTES
 
@@ -144,19 +142,7 @@ class LocalMosquitto:
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            # Reap our own child so it does not linger as a zombie.
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-        else:
-            os.kill(pid, signal.SIGKILL)
+        terminate(pid)
         self.pid_file.unlink(missing_ok=True)
 
     def listening(self) -> bool:

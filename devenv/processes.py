@@ -14,6 +14,24 @@ from pathlib import Path
 from devenv.service_user import ServiceError, tail
 
 
+def terminate(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM `pid`, wait up to `timeout` for it to exit (reaping it if it is our child), then
+    SIGKILL it. Local services use it so none lingers, and none becomes a zombie."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 @dataclass
 class Component:
     """One control-plane process: its command line, pid file and log, and how to tell it is ready."""

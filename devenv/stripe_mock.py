@@ -9,12 +9,10 @@ secret, header `Stripe-Signature: t=<t>,v1=<hex>`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -22,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devenv.ports import default_port, ensure_free, wait_listening
+from devenv.processes import terminate
 from devenv.service_user import ServiceError, tail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,18 +94,7 @@ class LocalStripeMock:
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, signal.SIGKILL)
+        terminate(pid)
         self.pid_file.unlink(missing_ok=True)
 
 

@@ -68,3 +68,32 @@ def test_outputs_of_every_stack_come_from_the_checkpoints(tmp_path: Path):
 
 def test_an_empty_backend_has_no_stacks(tmp_path: Path):
     assert deployed_stacks(StackSettings.in_folder(tmp_path, "unused", None)) == {}
+
+
+def test_the_same_bookkeeping_comes_from_an_s3_backend(moto_endpoint, no_ambient_aws, tmp_path):
+    import boto3
+
+    from automation.workspace import s3_backend_url
+
+    creds = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"}
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+    )
+    s3.create_bucket(Bucket="books")
+    for i in range(25):
+        s3.put_object(
+            Bucket="books",
+            Key=f".pulumi/stacks/iotistic/t{i:02d}.json",
+            Body=checkpoint({"source": "tenants.yaml", "tenantHash": f"h{i}"}),
+        )
+    s3.put_object(Bucket="books", Key=".pulumi/stacks/iotistic/t00.json.bak", Body=b"{}")
+    settings = StackSettings(
+        s3_backend_url("books", endpoint=moto_endpoint), "unused", None, tmp_path, tuple(creds.items())
+    )
+    found = deployed_stacks(settings)
+    assert sorted(found) == [f"t{i:02d}" for i in range(25)]
+    assert found["t07"] == DeployedStack("t07", "tenants.yaml", "h7")
