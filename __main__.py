@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 
 from components import CustomerInstance, CustomerInstanceArgs, Images, Networking, Storage
 from components.platform import BillingPlatform, BillingPlatformArgs
-from tenancy.schema import Tenant, load_tenants, tenant_problems
+from tenancy.schema import Tenant, effective_overrides, load_tenants, tenant_problems
 
 PLATFORM_STACK = "platform"
 config = pulumi.Config()
@@ -48,7 +48,7 @@ def tenant_from_config() -> Tenant | None:
     problems = tenant_problems(entry)
     if problems:
         raise pulumi.RunError(f"stack config of {stack!r} is invalid: " + "; ".join(problems))
-    return Tenant(**entry)
+    return Tenant(**{**entry, "overrides": effective_overrides({}, overrides)})
 
 
 def tenant_from_file() -> Tenant:
@@ -93,6 +93,8 @@ else:
             images=tenant.images(),
             storage=tenant.storage(),
             networking=tenant.networking(),
+            placement=tenant.placement(),
+            license_public_key=config.get("licensePublicKey"),
         ),
         opts=provider_opts,
     )

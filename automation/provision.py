@@ -43,7 +43,11 @@ def tenant_hash(tenant: Tenant) -> str:
 
 
 def tenant_config(
-    tenant: Tenant, license_key: str, kubeconfig: str | None, source: str
+    tenant: Tenant,
+    license_key: str,
+    kubeconfig: str | None,
+    source: str,
+    license_public_key: str | None = None,
 ) -> dict[str, auto.ConfigValue]:
     """Stack config for a customer: what __main__.py reads. The license is a secret value."""
     config = {
@@ -57,6 +61,8 @@ def tenant_config(
     }
     if kubeconfig:
         config["kubeconfig"] = auto.ConfigValue(kubeconfig)
+    if license_public_key:
+        config["licensePublicKey"] = auto.ConfigValue(license_public_key)
     return {f"iotistic:{k}": v for k, v in config.items()}
 
 
@@ -83,7 +89,9 @@ def up_customer(
     start = time.monotonic()
     try:
         stack = open_stack(tenant.id, settings)
-        stack.set_all_config(tenant_config(tenant, license_key, settings.kubeconfig, source))
+        stack.set_all_config(
+            tenant_config(tenant, license_key, settings.kubeconfig, source, settings.license_public_key)
+        )
         up = stack.up(on_output=on_output, color="never")
         changes = {k: v for k, v in (up.summary.resource_changes or {}).items() if k != "same"}
         return StackResult(tenant.id, "up", True, time.monotonic() - start, changes, _outputs(stack))

@@ -30,6 +30,9 @@ class StackSettings:
     kubeconfig: str | None
     work_root: Path
     extra_env: tuple[tuple[str, str], ...] = ()
+    # The platform's license public key (PEM), pinned in every instance instead of fetching the
+    # billing service's key set: for clusters that cannot reach billing (the local real node).
+    license_public_key: str | None = None
 
     @classmethod
     def from_env(cls, backend_url: str | None = None, kubeconfig: str | None = None) -> StackSettings:
@@ -40,7 +43,9 @@ class StackSettings:
         passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE") or _stored_passphrase(DATA / "passphrase")
         kube = kubeconfig or os.environ.get("IOTISTIC_KUBECONFIG") or _default_kubeconfig()
         extra = tuple((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
-        return cls(url, passphrase, kube, DATA / "workspaces", extra)
+        key_file = os.environ.get("IOTISTIC_LICENSE_PUBLIC_KEY_FILE")
+        public_key = Path(key_file).read_text() if key_file else None
+        return cls(url, passphrase, kube, DATA / "workspaces", extra, public_key)
 
     @classmethod
     def in_folder(cls, root: Path, passphrase: str, kubeconfig: str | None) -> StackSettings:

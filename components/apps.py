@@ -47,6 +47,12 @@ class AppsSettings:
     license_jwks_url: str
     billing_url: str
     mqtt_public_host: str
+    license_public_key: str | None = None  # pinned instead of fetching license_jwks_url
+
+
+def _license_key_env(settings: AppsSettings) -> list[dict]:
+    """The pinned license public key, when the instance has one (it wins over the JWKS URL)."""
+    return [_value("LICENSE_PUBLIC_KEY", settings.license_public_key)] if settings.license_public_key else []
 
 
 def api(
@@ -72,6 +78,7 @@ def api(
         _value("MQTT_USERNAME", INGEST_USER),
         _from_secret("MQTT_PASSWORD", "INGEST_MQTT_PASSWORD", MQTT_SECRET_NAME),
         _value("API_PORT", str(API_PORT)),
+        *_license_key_env(settings),
     ]
     mounts = [{"name": "license", "mountPath": LICENSE_MOUNT, "readOnly": True}]
     main = container_spec(
@@ -162,6 +169,7 @@ def exporter(
         _from_secret("DATABASE_URL", "DATABASE_URL"),
         _from_secret("IOTISTIC_LICENSE_KEY", "IOTISTIC_LICENSE_KEY"),
         _value("EXPORTER_PORT", str(EXPORTER_PORT)),
+        *_license_key_env(settings),
     ]
     main = container_spec(
         "billing-exporter",

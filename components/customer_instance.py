@@ -12,6 +12,7 @@ from components.mosquitto import MQTT_PORT, mosquitto
 from components.namespace import customer_namespace
 from components.network_policy import network_policies
 from components.ownership import owned
+from components.placement import placed
 from components.postgres import postgres
 from components.quota import quota
 from components.secrets import instance_secrets
@@ -27,7 +28,7 @@ class CustomerInstance(pulumi.ComponentResource):
     database_password: pulumi.Output[str]
 
     def __init__(self, name: str, args: CustomerInstanceArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("iotistic:index:CustomerInstance", name, None, owned(opts))
+        super().__init__("iotistic:index:CustomerInstance", name, None, placed(owned(opts), args.placement))
         child = pulumi.ResourceOptions(parent=self)
 
         ns = customer_namespace(args.namespace, args.customer_id, args.plan, child)
@@ -63,6 +64,7 @@ class CustomerInstance(pulumi.ComponentResource):
             license_jwks_url=f"https://billing.{args.networking.base_domain}/.well-known/jwks.json",
             billing_url=f"https://billing.{args.networking.base_domain}",
             mqtt_public_host=mqtt_host,
+            license_public_key=args.license_public_key,
         )
         img = args.images
         api(namespace, settings, img.iotistic("api", img.api_tag), secrets.data_checksum, with_secrets)
