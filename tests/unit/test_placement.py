@@ -121,3 +121,9 @@ def test_an_unknown_node_is_a_validation_error_with_its_line():
     assert err.value.problems == [
         "line 2: tenant 'acme': overrides.placement.node must be one of any, real, not 'gpu'"
     ]
+
+
+def test_no_pod_gets_docker_link_variables_that_would_clobber_its_settings():
+    """The Service `api` would put API_PORT=tcp://... into every pod (the dashboard crashed on it)."""
+    for name, spec in pod_specs(deploy()).items():
+        assert spec["enableServiceLinks"] is False, name
