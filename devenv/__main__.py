@@ -19,7 +19,8 @@ from devenv.ports import PortInUse
 from devenv.postgres import LocalPostgres
 from devenv.service_user import ServiceError
 
-DATA = Path(os.environ.get("IOTISTIC_DATA", Path(__file__).resolve().parent.parent / ".data"))
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("IOTISTIC_DATA", ROOT / ".data"))
 
 
 def services() -> dict[str, LocalPostgres | LocalMosquitto]:
@@ -60,7 +61,7 @@ def images_command(action: str, only: list[str], cluster: LocalCluster | None = 
     try:
         if action == "list":
             for spec in builder.catalog.wanted():
-                print(f"{spec.ref:<48} {spec.dockerfile.relative_to(builder_root())}")
+                print(f"{spec.ref:<48} {spec.dockerfile.relative_to(ROOT)}")
             return 0
         result = builder.build(only or None)
         print(
@@ -75,10 +76,6 @@ def images_command(action: str, only: list[str], cluster: LocalCluster | None = 
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-def builder_root() -> Path:
-    return Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,9 +21,7 @@ import hashlib
 import io
 import json
 import os
-import pwd
 import shutil
-import stat
 import subprocess
 import sys
 import tarfile
@@ -790,22 +788,3 @@ def _write_and_close(builder: ImageBuilder, tags: dict[str, str], stream) -> Non
     finally:
         with contextlib.suppress(BrokenPipeError):
             stream.close()
-
-
-def status(builder: ImageBuilder) -> list[tuple[str, str]]:
-    """(ref, state) for the catalog: built (with size) or not built yet, without building."""
-    rows = []
-    for spec in builder.catalog.wanted():
-        rows.append((spec.ref, spec.dockerfile.relative_to(ROOT).as_posix()))
-    return rows
-
-
-def owner_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def is_regular(path: Path) -> bool:
-    return stat.S_ISREG(path.lstat().st_mode)

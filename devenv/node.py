@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -207,8 +207,6 @@ class RealNode:
             return False
 
     def _containerd_ok(self) -> bool:
-        import subprocess
-
         return subprocess.run([*self.ctr, "version"], capture_output=True).returncode == 0
 
     def _node_ready(self) -> bool:
@@ -552,14 +550,3 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         other.cluster = node.cluster
         other.dir = node_dir
         return other.components()
-
-
-def wait_until(check: Callable[[], bool], deadline: float, what: str) -> None:
-    while not check():
-        if time.monotonic() > deadline:
-            raise ServiceError(f"timed out waiting for {what}")
-        time.sleep(0.3)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
