@@ -419,17 +419,23 @@ class LocalCluster:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def start(self, timeout: float = START_TIMEOUT, real_node: bool | None = None) -> None:
+    def start(
+        self, timeout: float = START_TIMEOUT, real_node: bool | None = None, control_plane_only: bool = False
+    ) -> None:
         """Start the control plane and wait until it can run workloads; a no-op when it runs.
 
         `real_node`: True adds the real node (and remembers it), False removes it, None keeps
         whatever the cluster had: a cluster that had one gets it back on every start.
+        `control_plane_only`: leave the real node alone (tests of the control plane do not bring
+        up a developer's real node, which only one cluster of the machine may hold).
         """
         with self._lock():
             if not self.running():
                 self._start(timeout)
             elif self.apiserver_outdated():
                 self._restart_apiserver(timeout)
+        if control_plane_only:
+            return
         node = self.real_node
         if real_node is False:
             node.stop()
