@@ -182,16 +182,25 @@ def debian_sources(suite: str, apt_dir: Path = Path("/etc/apt")) -> list[str]:
 
 
 # --- running the tools ---------------------------------------------------------------------------
-def run_logged(what: str, argv: list[str], log_file: Path, **kwargs) -> None:
-    """Run argv with its output in log_file; a line every 30 s; ImageBuildError with its tail."""
+def run_logged(what: str, argv: list[str], log_file: Path, stdin: str | None = None) -> None:
+    """Run argv (fed `stdin`) with its output in log_file; a line every 30 s; ImageBuildError
+    with the log's tail when it fails."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     with open(log_file, "ab") as out:
         out.write(f"\n--- {time.strftime('%H:%M:%S')} {what}: {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            text=stdin is not None,
         )
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
         next_beat = began + HEARTBEAT
         while proc.poll() is None:
             time.sleep(0.2)
@@ -375,7 +384,7 @@ class ImageBuilder:
             argv += [f"--customize-hook={h}" for h in hooks]
             argv += [self.catalog.suite, str(rootfs_tar), "-"]
             log_file = self.logs / f"base-{key}.log"
-            self._run_with_input(f"mmdebstrap for FROM {name}", argv, "\n".join(sources) + "\n", log_file)
+            run_logged(f"mmdebstrap for FROM {name}", argv, log_file, stdin="\n".join(sources) + "\n")
             subprocess.run(["umoci", "new", "--image", self.layout.image(tag)], check=True)
             run_logged(
                 f"adding the {name} root filesystem",
@@ -384,26 +393,6 @@ class ImageBuilder:
             )
         result.built_steps += 1
         return tag, key
-
-    def _run_with_input(self, what: str, argv: list[str], stdin: str, log_file: Path) -> None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.root, suffix=".sources", delete=False) as f:
-            f.write(stdin)
-        try:
-            with open(f.name) as source:
-                began = time.monotonic()
-                with open(log_file, "ab") as out:
-                    proc = subprocess.Popen(argv, stdin=source, stdout=out, stderr=subprocess.STDOUT)
-                    next_beat = began + HEARTBEAT
-                    while proc.poll() is None:
-                        time.sleep(0.2)
-                        if time.monotonic() > next_beat:
-                            log(f"  ... {what} still running ({time.monotonic() - began:.0f} s)")
-                            next_beat += HEARTBEAT
-            if proc.returncode != 0:
-                raise ImageBuildError(f"{what} failed. Last lines of {log_file}:\n{tail(log_file, 30)}")
-        finally:
-            os.unlink(f.name)
 
     # -- export ----------------------------------------------------------------------------------
     def write_archive(self, tags: dict[str, str], out: io.BufferedIOBase) -> None:
