@@ -209,12 +209,18 @@ def create_cgroups() -> None:
             (hierarchy / CGROUP_ROOT).mkdir(exist_ok=True)
 
 
+def _cgroup_tree(root: Path) -> list[Path]:
+    """Every cgroup below `root`, deepest first; cgroups that vanish while we look are skipped
+    (containerd removes a container's cgroups as soon as its processes are gone)."""
+    return [Path(d) for d, _, _ in os.walk(root, topdown=False, onerror=lambda e: None)]
+
+
 def cgroup_pids() -> set[int]:
     pids: set[int] = set()
     for root in cgroup_dirs():
-        for procs in root.rglob("cgroup.procs"):
+        for d in _cgroup_tree(root):
             with contextlib.suppress(OSError, ValueError):
-                pids |= {int(p) for p in procs.read_text().split()}
+                pids |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
     return pids
 
 
@@ -233,11 +239,9 @@ def kill_cgroup_processes(timeout: float = 15.0) -> None:
 def remove_cgroups() -> None:
     """rmdir our cgroup trees bottom-up (the kernel refuses while a process is inside)."""
     for root in cgroup_dirs():
-        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        for d in _cgroup_tree(root):  # deepest first, root last
             with contextlib.suppress(OSError):
                 d.rmdir()
-        with contextlib.suppress(OSError):
-            root.rmdir()
     left = cgroup_dirs()
     if left:
         raise ServiceError(f"cgroups left behind: {', '.join(map(str, left))}")
