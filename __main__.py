@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 from components import CustomerInstance, CustomerInstanceArgs, Images, Networking, Storage
 from components.platform import STACK as PLATFORM_STACK
 from components.platform import BillingPlatform, BillingPlatformArgs
-from tenancy.schema import Tenant, load_tenants, tenant_problems
+from tenancy.schema import Tenant, effective_overrides, load_tenants, tenant_problems
 
 config = pulumi.Config()
 stack = pulumi.get_stack()
@@ -48,7 +48,7 @@ def tenant_from_config() -> Tenant | None:
     problems = tenant_problems(entry)
     if problems:
         raise pulumi.RunError(f"stack config of {stack!r} is invalid: " + "; ".join(problems))
-    return Tenant(**entry)
+    return Tenant(**{**entry, "overrides": effective_overrides({}, overrides)})
 
 
 def tenant_from_file() -> Tenant:
@@ -98,6 +98,8 @@ else:
             storage=tenant.storage(),
             networking=tenant.networking(),
             suspended=config.get_bool("suspended") or False,
+            placement=tenant.placement(),
+            license_public_key=config.get("licensePublicKey"),
         ),
         opts=provider_opts,
     )

@@ -79,6 +79,7 @@ class DeployJob:
             Path(s["work_root"]),
             tuple(tuple(kv) for kv in s["extra_env"]),
             Path(s["config_dir"]) if s.get("config_dir") else None,
+            s.get("license_public_key"),
         )
         data["tenant"] = Tenant(**data["tenant"]) if data.get("tenant") else None
         return cls(**data)

@@ -52,7 +52,12 @@ def license_expiry(license_key: str) -> str:
 
 
 def tenant_config(
-    tenant: Tenant, license_key: str, kubeconfig: str | None, source: str, suspended: bool = False
+    tenant: Tenant,
+    license_key: str,
+    kubeconfig: str | None,
+    source: str,
+    suspended: bool = False,
+    license_public_key: str | None = None,
 ) -> dict[str, auto.ConfigValue]:
     """Stack config for a customer, except the license: what __main__.py reads, all plaintext.
 
@@ -72,6 +77,8 @@ def tenant_config(
     }
     if kubeconfig:
         config["kubeconfig"] = auto.ConfigValue(kubeconfig)
+    if license_public_key:
+        config["licensePublicKey"] = auto.ConfigValue(license_public_key)
     return {f"iotistic:{k}": v for k, v in config.items()}
 
 
@@ -109,7 +116,10 @@ def up_customer(
     start = time.monotonic()
     try:
         stack = open_stack(tenant.id, settings)
-        stack.set_all_config(tenant_config(tenant, license_key, settings.kubeconfig, source, suspended))
+        config = tenant_config(
+            tenant, license_key, settings.kubeconfig, source, suspended, settings.license_public_key
+        )
+        stack.set_all_config(config)
         set_secret(stack, f"iotistic:{LICENSE_KEY}", license_key)
         up = stack.up(on_output=on_output, color="never")
         changes = {k: v for k, v in (up.summary.resource_changes or {}).items() if k != "same"}

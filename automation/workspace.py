@@ -44,6 +44,10 @@ class StackSettings:
     def stack_config_dir(self) -> Path:
         return self.config_dir or self.work_root.parent / "stacks"
 
+    # The platform's license public key (PEM), pinned in every instance instead of fetching the
+    # billing service's key set: for clusters that cannot reach billing (the local real node).
+    license_public_key: str | None = None
+
     @classmethod
     def from_env(cls, backend_url: str | None = None, kubeconfig: str | None = None) -> StackSettings:
         """What `source scripts/env.sh` gives the CLI: the backend, passphrase and stack config of
@@ -55,7 +59,9 @@ class StackSettings:
         extra = tuple((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
         # IOTISTIC_STACK_CONFIG_DIR: a throw-away backend's config (tests) stays out of the project's.
         config_dir = Path(os.environ.get("IOTISTIC_STACK_CONFIG_DIR") or project_config_dir())
-        return cls(url, env_passphrase(), kube, DATA / "workspaces", extra, config_dir)
+        key_file = os.environ.get("IOTISTIC_LICENSE_PUBLIC_KEY_FILE")
+        public_key = Path(key_file).read_text() if key_file else None
+        return cls(url, env_passphrase(), kube, DATA / "workspaces", extra, config_dir, public_key)
 
     @classmethod
     def in_folder(cls, root: Path, passphrase: str, kubeconfig: str | None) -> StackSettings:

@@ -1,7 +1,9 @@
-"""Benchmark of the local Kubernetes control plane: build, start-to-ready, `pulumi up` / `destroy`.
+"""Benchmark of the local Kubernetes control plane: build, start-to-ready, `pulumi up` / `destroy`,
+and of its real node (--real-node): builds, start-to-ready, a real customer instance, its memory.
 
-    .venv/bin/python bench/cluster.py            # warm build figures, start, up/destroy (~3 min)
-    .venv/bin/python bench/cluster.py --cold     # plus a cold build in throw-away Go caches (~10-30 min)
+    .venv/bin/python bench/cluster.py               # warm build figures, start, up/destroy (~3 min)
+    .venv/bin/python bench/cluster.py --cold        # plus a cold build in throw-away Go caches (~10-30 min)
+    .venv/bin/python bench/cluster.py --real-node   # the real node instead (~6 min; --cold: ~30 min more)
 
 Every figure is measured in this run; ratios compare against a baseline measured in the same run
 (the same stack reduced to its Namespace), so they hold on a slower or busier machine too.
@@ -27,6 +29,7 @@ from automation.engine import Engine, locate_engine  # noqa: E402
 from devenv.cluster import LocalCluster  # noqa: E402
 
 BUILD = ROOT / "toolchain" / "build-cluster.sh"
+BUILD_NODE = ROOT / "toolchain" / "build-node.sh"
 FIXTURE = ROOT / "tests" / "fixtures" / "k8s_stack"
 CACHE = Path(os.environ.get("IOTISTIC_CACHE", ROOT / ".cache"))
 
@@ -37,13 +40,13 @@ def timed(action: Callable[[], object]) -> float:
     return time.monotonic() - began
 
 
-def build(cache: Path) -> float:
-    """Run build-cluster.sh with IOTISTIC_CACHE=cache; seconds taken (fails loudly on error)."""
+def build(cache: Path, script: Path = BUILD) -> float:
+    """Run a build script with IOTISTIC_CACHE=cache; seconds taken (fails loudly on error)."""
     env = {**os.environ, "IOTISTIC_CACHE": str(cache)}
     began = time.monotonic()
-    proc = subprocess.run([str(BUILD)], env=env, capture_output=True, text=True)
+    proc = subprocess.run([str(script)], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"build-cluster.sh failed:\n{proc.stderr[-3000:]}")
+        sys.exit(f"{script.name} failed:\n{proc.stderr[-3000:]}")
     return time.monotonic() - began
 
 
@@ -126,14 +129,143 @@ def stack_figures(tmp: Path, runs: int) -> dict[str, list[float]]:
     }
 
 
+def node_build_figures(cold: bool) -> dict[str, float]:
+    """build-node.sh and the image build: no-op, and cold in throw-away caches with --cold."""
+    from devenv.images import ImageBuilder
+
+    figures = {"node programs, no-op (stamps up to date)": build(CACHE, BUILD_NODE)}
+    figures["node images, no-op (every layer cached)"] = ImageBuilder().build().seconds
+    if cold:
+        with tempfile.TemporaryDirectory(prefix="node-bench-") as tmp:
+            cold_cache = Path(tmp) / "cold"
+            # The control plane first, as in a cold set-up, so kubelet's shared packages are compiled.
+            build(cold_cache)
+            figures["node programs, cold (after a cold control plane)"] = build(cold_cache, BUILD_NODE)
+            subprocess.run(["chmod", "-R", "u+w", str(cold_cache)], check=False)
+            figures["node images, cold (Debian bases, pip, every layer)"] = (
+                ImageBuilder(root=Path(tmp) / "images").build().seconds
+            )
+    return figures
+
+
+def real_node_figures(tmp: Path) -> dict[str, float]:
+    """Start-to-ready of the real node, and one customer instance on it vs on the simulated nodes."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from automation.provision import destroy_customer, up_customer
+    from automation.reconcile import LicenseSigner
+    from automation.workspace import StackSettings
+    from licensing.keys import generate_private_key_pem, public_key_pem
+    from tenancy.schema import parse_tenants
+
+    figures: dict[str, float] = {}
+    cluster = LocalCluster.on_free_ports(tmp / "node-cluster")
+    figures["control plane, fresh start to ready (baseline)"] = timed(cluster.start)
+    try:
+        figures["real node, fresh start to ready (images imported)"] = timed(
+            lambda: cluster.start(real_node=True)
+        )
+        cluster.real_node.stop()
+        figures["real node, restart to ready (images kept)"] = timed(cluster.real_node.start)
+        signer = LicenseSigner(generate_private_key_pem(), "bench-1")
+        settings = replace(
+            StackSettings.in_folder(tmp / "stacks", "bench", str(cluster.kubeconfig)),
+            license_public_key=public_key_pem(signer.private_pem).decode(),
+        )
+        yaml_entry = (
+            "tenants:\n  - id: {id}\n    email: a@{id}.example\n    company: B\n    plan: professional\n"
+        )
+        (simulated,) = parse_tenants(yaml_entry.format(id="bench-sim"))
+        (real,) = parse_tenants(
+            yaml_entry.format(id="bench-real") + "    overrides: {placement: {node: real}}\n"
+        )
+        now = datetime.now(UTC)
+        for name, tenant in (("simulated nodes (baseline)", simulated), ("the real node", real)):
+            result = up_customer(tenant, signer.license_for(tenant, None, now), settings)
+            if not result.ok:
+                sys.exit(f"up of {tenant.id} failed:\n{result.error}")
+            figures[f"one customer instance Ready, {name}"] = result.seconds
+        figures.update(instance_memory(cluster, "customer-bench-real"))
+        destroy_customer("bench-sim", settings)
+        destroy_customer("bench-real", settings)
+    finally:
+        cluster.stop()
+    return figures
+
+
+def _bytes(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in text.splitlines())}
+
+
+def instance_memory(cluster: LocalCluster, namespace: str) -> dict[str, float]:
+    """Working set (usage minus inactive page cache, as kubelet counts it) of the instance's pods."""
+    from devenv.node_host import CGROUP_ROOT
+
+    time.sleep(20)  # let the services settle after their start (imports, connection pools)
+    pods = cluster.api().get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+    memory_root = Path("/sys/fs/cgroup/memory") / CGROUP_ROOT
+    figures: dict[str, float] = {}
+    total = 0.0
+    requests = 0.0
+    for pod in pods:
+        uid = pod["metadata"]["uid"]
+        found = [d for d in memory_root.rglob(f"pod{uid}") if d.is_dir()]
+        if not found:
+            continue
+        usage = int((found[0] / "memory.usage_in_bytes").read_text())
+        inactive = _bytes((found[0] / "memory.stat").read_text()).get("total_inactive_file", 0)
+        mib = (usage - inactive) / 2**20
+        figures[f"  memory of {pod['metadata']['labels']['app']} (MiB)"] = mib
+        total += mib
+        for c in pod["spec"]["containers"]:
+            value = c["resources"]["requests"]["memory"]
+            requests += float(value.removesuffix("Mi")) if value.endswith("Mi") else float(value) / 2**20
+    figures["memory of one running instance, working set (MiB)"] = total
+    figures["  its pods' memory requests (MiB)"] = requests
+    return figures
+
+
+def real_node_main(cold: bool) -> int:
+    """The real node's figures, each against a baseline measured in this run."""
+    with tempfile.TemporaryDirectory(prefix="node-bench-") as tmp:
+        print("real node builds (toolchain/build-node.sh, python -m devenv images build)")
+        for name, secs in node_build_figures(cold).items():
+            print(f"  {name:<55} {secs:8.1f} s")
+        if not cold:
+            print("  cold builds: not measured in this run (pass --cold)")
+        print("real node (one run)")
+        node = real_node_figures(Path(tmp))
+        for name, value in node.items():
+            unit = "MiB" if "(MiB)" in name else "s"
+            print(f"  {name.replace(' (MiB)', ''):<55} {value:8.1f} {unit}")
+        start_ratio = (
+            node["real node, fresh start to ready (images imported)"]
+            / node["control plane, fresh start to ready (baseline)"]
+        )
+        ready_ratio = (
+            node["one customer instance Ready, the real node"]
+            / node["one customer instance Ready, simulated nodes (baseline)"]
+        )
+        memory = node["memory of one running instance, working set (MiB)"]
+        memory_share = memory / node["  its pods' memory requests (MiB)"]
+        print(f"  {'node start / control plane start':<55} {start_ratio:8.2f} x")
+        print(f"  {'instance Ready, real / simulated':<55} {ready_ratio:8.2f} x")
+        print(f"  {'instance memory / its memory requests':<55} {memory_share:8.2f} x")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cold", action="store_true", help="also measure a cold build (10-30 min)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions for medians (default 3)")
+    parser.add_argument("--real-node", action="store_true", help="measure the real node instead (root)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows while a long build runs
+    if args.real_node:
+        return real_node_main(args.cold)
 
     print("build (toolchain/build-cluster.sh)")
     for name, secs in build_figures(args.cold).items():
@@ -158,6 +290,7 @@ def main() -> int:
         )
         print(f"  {'up ratio, k8s_stack / baseline':<45} {up_ratio:8.2f} x")
         print(f"  {'destroy ratio, k8s_stack / baseline':<45} {down_ratio:8.2f} x")
+
     return 0
 
 

@@ -48,6 +48,12 @@ class AppsSettings:
     billing_url: str
     mqtt_public_host: str
     mqtt_websocket_url: str  # wss://{id}.{domain}/mqtt: how devices outside the cluster connect
+    license_public_key: str | None = None  # pinned instead of fetching license_jwks_url
+
+
+def _license_key_env(settings: AppsSettings) -> list[dict]:
+    """The pinned license public key, when the instance has one (it wins over the JWKS URL)."""
+    return [_value("LICENSE_PUBLIC_KEY", settings.license_public_key)] if settings.license_public_key else []
 
 
 def api(
@@ -74,6 +80,7 @@ def api(
         _value("MQTT_USERNAME", INGEST_USER),
         _from_secret("MQTT_PASSWORD", "INGEST_MQTT_PASSWORD", MQTT_SECRET_NAME),
         _value("API_PORT", str(API_PORT)),
+        *_license_key_env(settings),
     ]
     mounts = [{"name": "license", "mountPath": LICENSE_MOUNT, "readOnly": True}]
     main = container_spec(
@@ -163,6 +170,7 @@ def exporter(
         _from_secret("DATABASE_URL", "DATABASE_URL"),
         _from_secret("IOTISTIC_LICENSE_KEY", "IOTISTIC_LICENSE_KEY"),
         _value("EXPORTER_PORT", str(EXPORTER_PORT)),
+        *_license_key_env(settings),
     ]
     main = container_spec(
         "billing-exporter",

@@ -46,6 +46,23 @@ class Networking:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Which nodes run the instance's pods (components/placement.py).
+
+    `any`: wherever the scheduler likes, which on the local cluster means its simulated nodes;
+    `real`: the local cluster's one real node, with the images built on this machine.
+    """
+
+    node: str = "any"
+
+    NODES = ("any", "real")
+
+    @property
+    def real(self) -> bool:
+        return self.node == "real"
+
+
+@dataclass(frozen=True)
 class CustomerInstanceArgs:
     """Everything one customer instance needs. `license_key` must be a Pulumi secret."""
 
@@ -59,6 +76,10 @@ class CustomerInstanceArgs:
     networking: Networking = field(default_factory=Networking)
     # Unpaid: every workload scaled to zero; the namespace, Secrets, volumes and data stay.
     suspended: bool = False
+    placement: Placement = field(default_factory=Placement)
+    # The platform's license public key (PEM). When set, the instance verifies its license with it
+    # instead of fetching the billing service's key set: for clusters that cannot reach billing.
+    license_public_key: str | None = None
 
     @property
     def namespace(self) -> str:

@@ -12,6 +12,7 @@ from components.mosquitto import MQTT_PORT, mosquitto
 from components.namespace import customer_namespace
 from components.network_policy import network_policies
 from components.ownership import owned
+from components.placement import placed
 from components.postgres import postgres
 from components.quota import quota
 from components.secrets import instance_secrets
@@ -31,7 +32,10 @@ class CustomerInstance(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CustomerInstanceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(
-            "iotistic:index:CustomerInstance", name, None, suspended(owned(opts), args.suspended)
+            "iotistic:index:CustomerInstance",
+            name,
+            None,
+            placed(suspended(owned(opts), args.suspended), args.placement),
         )
         child = pulumi.ResourceOptions(parent=self)
 
@@ -70,6 +74,7 @@ class CustomerInstance(pulumi.ComponentResource):
             billing_url=f"https://billing.{args.networking.base_domain}",
             mqtt_public_host=mqtt_host,
             mqtt_websocket_url=websocket_url,
+            license_public_key=args.license_public_key,
         )
         img = args.images
         api(namespace, settings, img.iotistic("api", img.api_tag), secrets.data_checksum, with_secrets)

@@ -125,6 +125,9 @@ def pod_template(
     spec: dict = {
         # Only a pod given a service account (the billing deployer) may talk to the Kubernetes API.
         "automountServiceAccountToken": service_account is not None,
+        # No Docker-link variables: the Service `api` would set API_PORT=tcp://... in every pod,
+        # clobbering the services' own API_PORT setting. Services are found by DNS name.
+        "enableServiceLinks": False,
         "securityContext": pod_security,
         "containers": containers,
     }

@@ -11,6 +11,9 @@ checkout can run beside the first:
     python -m devenv --port-offset 200 --data-dir /tmp/second all start
     IOTISTIC_PORT_OFFSET=200 IOTISTIC_DATA=/tmp/second python -m devenv all start   # the same
     python -m devenv --port postgres=56000 postgres start
+
+`cluster start --real-node` adds the one real node (kubelet + containerd, devenv/node.py);
+`python -m devenv images build|list` builds the node's images (devenv/images.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from devenv.billing_service import LocalBilling
 from devenv.cluster import LocalCluster
+from devenv.images import ImageBuilder, import_images
 from devenv.mosquitto import ADMIN_USER, LocalMosquitto
 from devenv.ports import (
     PortConfigError,
@@ -116,16 +120,18 @@ def services() -> dict[str, LocalPostgres | LocalMosquitto | LocalStripeMock]:
     return Devenv.from_args().services()
 
 
-def cluster_command(action: str, cluster: LocalCluster | None = None) -> int:
+def cluster_command(action: str, cluster: LocalCluster | None = None, real_node: bool | None = None) -> int:
     """start|stop|status of the local Kubernetes control plane, with what a user needs to reach it."""
     cluster = cluster or Devenv.from_args().cluster()
     try:
         if action == "start":
-            if cluster.running():
+            node = cluster.real_node
+            wants_node = real_node if real_node is not None else node.enabled()
+            if cluster.running() and node.running() == wants_node and not cluster.apiserver_outdated():
                 print(f"cluster: already running\n{cluster.describe()}")
                 return 0
             began = time.monotonic()
-            cluster.start()
+            cluster.start(real_node=real_node)
             print(f"cluster: started in {time.monotonic() - began:.1f} s\n{cluster.describe()}")
         elif action == "stop":
             cluster.stop()
@@ -160,14 +166,48 @@ def billing_command(action: str, billing: LocalBilling | None = None) -> int:
     return 0
 
 
+def images_command(action: str, only: list[str], cluster: LocalCluster | None = None) -> int:
+    """build|list the real node's images; a build is imported into the node when it runs."""
+    builder = ImageBuilder()
+    try:
+        if action == "list":
+            for spec in builder.catalog.wanted():
+                print(f"{spec.ref:<48} {spec.dockerfile.relative_to(ROOT)}")
+            return 0
+        result = builder.build(only or None)
+        print(
+            f"images: {len(result.tags)} ready in {result.seconds:.1f} s "
+            f"({result.built_steps} steps built, {result.cached_steps} cached)"
+        )
+        node = (cluster or Devenv.from_args().cluster()).real_node
+        if node.running():
+            imported = import_images(builder, result.tags, node.ctr, node.dir / "logs" / "images.log")
+            print(f"imported into the real node: {', '.join(imported) or 'nothing new'}")
+    except ServiceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devenv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "service", choices=["postgres", "mosquitto", "stripe-mock", "cluster", "billing", "all", "env"]
+    services = ["postgres", "mosquitto", "stripe-mock", "cluster", "billing", "images", "all", "env"]
+    parser.add_argument("service", choices=services)
+    parser.add_argument("action", nargs="?", choices=["start", "stop", "status", "build", "list"])
+    parser.add_argument("names", nargs="*", help="images: build only these (e.g. postgres iotistic/api)")
+    node = parser.add_mutually_exclusive_group()
+    node.add_argument(
+        "--real-node",
+        dest="real_node",
+        action="store_true",
+        default=None,
+        help="cluster start: add the real node (remembered for later starts)",
     )
-    parser.add_argument("action", nargs="?", choices=["start", "stop", "status"])
+    node.add_argument(
+        "--no-real-node", dest="real_node", action="store_false", help="cluster start: remove the real node"
+    )
     parser.add_argument(
         "--data-dir", type=Path, help="where data, logs and passwords live (default $IOTISTIC_DATA or .data)"
     )
@@ -209,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     env.apply_to_environment()
+    if args.service == "images":
+        if args.action not in ("build", "list"):
+            parser.error("images: the actions are build and list")
+        return images_command(args.action, args.names, env.cluster())
+    if args.action in ("build", "list"):
+        parser.error(f"{args.service}: the actions are start, stop and status")
     if args.service == "env":
         try:
             exports = env.exports(args.database)
@@ -219,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export {name}={shlex.quote(value)}")
         return 0
     if args.service == "cluster":
-        return cluster_command(args.action, env.cluster())
+        return cluster_command(args.action, env.cluster(), real_node=args.real_node)
     if args.service == "billing":
         return billing_command(args.action, env.billing())
     chosen = env.services() if args.service == "all" else {args.service: env.services()[args.service]}

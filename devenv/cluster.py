@@ -4,7 +4,8 @@ etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the upstrea
 by toolchain/build-cluster.sh; kwok plays the kubelets of a few simulated nodes, the volume
 provisioner and the ingress controller (toolchain/cluster/kwok/stages.yaml). Every listener is on
 127.0.0.1 and a non-default port; certificates, logs and etcd's data live under one folder, and the
-admin kubeconfig is written there (never to ~/.kube/config).
+admin kubeconfig is written there (never to ~/.kube/config). One real node can be added beside the
+simulated ones (devenv/node.py): `start(real_node=True)`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devenv import node_addons
 from devenv.kubeapi import KubeAPI, KubeAPIError
+from devenv.node import NODE_NAME, RealNode
 from devenv.pki import Pki, write_kubeconfig
 from devenv.ports import default_port, ensure_free, free_port
 from devenv.processes import Component
@@ -103,6 +106,20 @@ class LocalCluster:
     def port(self) -> int:
         """The API server's port (what `python -m devenv` prints for every service)."""
         return self.apiserver_port
+
+    @property
+    def service_cidr(self) -> str:
+        return SERVICE_CIDR
+
+    @property
+    def real_node(self) -> RealNode:
+        """The cluster's real node (running or not; see RealNode.enabled)."""
+        return RealNode(self)
+
+    @property
+    def egress_config(self) -> Path:
+        """The API server's egress selector: cluster traffic goes through the real node's bridge."""
+        return self.data_dir / "egress-selector.yaml"
 
     def api(self, timeout: float = 10.0) -> KubeAPI:
         """A client for the API server as the cluster admin."""
@@ -218,6 +235,15 @@ class LocalCluster:
                     "DefaultStorageClass,ResourceQuota,PodSecurity,NodeRestriction",
                     "--allow-privileged=true",
                     "--profiling=false",
+                    # Calls to kubelets (logs, exec, port-forward) and pods: through the real
+                    # node's bridge, as the cluster admin's delegate, checking the kubelet's
+                    # certificate. Nothing goes to a node's address from the host itself.
+                    f"--egress-selector-config-file={self.egress_config}",
+                    f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
+                    f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+                    f"--kubelet-certificate-authority={pki.crt('ca')}",
+                    # Node names do not resolve anywhere: kubelets are reached by address.
+                    "--kubelet-preferred-address-types=InternalIP,Hostname",
                 ],
                 lambda: self.api(timeout=2).healthy("/readyz"),
             ),
@@ -307,6 +333,8 @@ class LocalCluster:
         for name, pid in pids.items():
             state = f"running (pid {pid})" if pid else "stopped"
             lines.append(f"  {name:<24} {state:<20} {ports[name]}")
+        if self.real_node.enabled():
+            lines += self.real_node.describe()
         return "\n".join(lines)
 
     # -- start / stop ------------------------------------------------------------------------
@@ -351,6 +379,8 @@ class LocalCluster:
         # The API server's identity towards aggregated API servers (request-header authentication).
         pki.issue("front-proxy-client", "front-proxy-client", client=True)
         pki.issue("admin", "iotistic-admin", orgs=["system:masters"], client=True)
+        pki.issue("apiserver-kubelet-client", node_addons.APISERVER_KUBELET_USER, client=True)
+        self._write_egress_config()
         # kwok writes the status of nodes, pods, volumes and ingresses: a cluster-wide job.
         pki.issue("kwok", "kwok-controller", orgs=["system:masters"], client=True)
         kc = self.data_dir / "kubeconfigs"
@@ -365,6 +395,22 @@ class LocalCluster:
         write_kubeconfig(kc / "kwok.kubeconfig", self.server, pki, "kwok", "kwok")
         write_kubeconfig(self.kubeconfig, self.server, pki, "admin", "iotistic-admin")
 
+    def _write_egress_config(self) -> None:
+        socket = self.real_node.egress_socket
+        if len(str(socket)) > 107:
+            raise ServiceError(f"{socket} is too long for a unix socket: choose a shorter data folder")
+        self.egress_config.write_text(
+            "apiVersion: apiserver.k8s.io/v1beta1\n"
+            "kind: EgressSelectorConfiguration\n"
+            "egressSelections:\n"
+            "- name: cluster\n"
+            "  connection:\n"
+            "    proxyProtocol: HTTPConnect\n"
+            "    transport:\n"
+            "      uds:\n"
+            f"        udsName: {socket}\n"
+        )
+
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """One start or stop at a time per cluster: test sessions may share the default one."""
@@ -373,11 +419,52 @@ class LocalCluster:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def start(self, timeout: float = START_TIMEOUT) -> None:
-        """Start the control plane and wait until it can run workloads; a no-op when it runs."""
+    def start(
+        self, timeout: float = START_TIMEOUT, real_node: bool | None = None, control_plane_only: bool = False
+    ) -> None:
+        """Start the control plane and wait until it can run workloads; a no-op when it runs.
+
+        `real_node`: True adds the real node (and remembers it), False removes it, None keeps
+        whatever the cluster had: a cluster that had one gets it back on every start.
+        `control_plane_only`: leave the real node alone (tests of the control plane do not bring
+        up a developer's real node, which only one cluster of the machine may hold).
+        """
         with self._lock():
             if not self.running():
                 self._start(timeout)
+            elif self.apiserver_outdated():
+                self._restart_apiserver(timeout)
+        if control_plane_only:
+            return
+        node = self.real_node
+        if real_node is False:
+            node.stop()
+            node.set_enabled(False)
+            with contextlib.suppress(KubeAPIError):
+                self.api().delete(f"/api/v1/nodes/{NODE_NAME}")
+            return
+        if real_node:
+            node.set_enabled(True)
+        if node.enabled():
+            node.start()
+
+    def apiserver_outdated(self) -> bool:
+        """True when the running API server was started without flags this version passes."""
+        comp = next(c for c in self.components() if c.name == "kube-apiserver")
+        pid = comp.pid()
+        if pid is None:
+            return False
+        running = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        return set(comp.argv[1:]) - set(running) != set()
+
+    def _restart_apiserver(self, timeout: float) -> None:
+        """Restart only the API server, with today's flags (clients reconnect by themselves)."""
+        self._prepare()
+        comp = next(c for c in self.components() if c.name == "kube-apiserver")
+        comp.signal(signal.SIGTERM)
+        comp.wait_gone(timeout=5.0)
+        comp.start()
+        comp.wait_ready(time.monotonic() + timeout)
 
     def _start(self, timeout: float) -> None:
         self._stop()  # a partly running control plane (e.g. one component crashed) starts afresh
@@ -410,6 +497,7 @@ class LocalCluster:
     def _bootstrap(self) -> None:
         """The objects a cloud would provide: a default StorageClass and the simulated nodes."""
         api = self.api()
+        node_addons.apply_all(api, node_addons.control_plane_objects())
         api.ensure(
             "/apis/storage.k8s.io/v1/storageclasses",
             {
@@ -543,9 +631,10 @@ class LocalCluster:
         )
 
     def stop(self) -> None:
-        """Stop every component, etcd last, and wait until each process is gone."""
+        """Stop the real node (if any), then every component, etcd last; no process is left."""
         if not self.data_dir.exists():
             return
+        self.real_node.stop()
         with self._lock():
             self._stop()
 

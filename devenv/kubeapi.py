@@ -7,6 +7,33 @@ import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+# (apiVersion, kind) -> (resource, namespaced): the kinds devenv applies itself.
+RESOURCES = {
+    ("v1", "Namespace"): ("namespaces", False),
+    ("v1", "ServiceAccount"): ("serviceaccounts", True),
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Service"): ("services", True),
+    ("v1", "Pod"): ("pods", True),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): ("clusterroles", False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("clusterrolebindings", False),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
+    ("storage.k8s.io/v1", "StorageClass"): ("storageclasses", False),
+    ("discovery.k8s.io/v1", "EndpointSlice"): ("endpointslices", True),
+}
+
+
+def object_path(obj: dict) -> str:
+    """The API path of `obj` (apiVersion, kind, metadata.name and namespace)."""
+    version, kind = obj["apiVersion"], obj["kind"]
+    resource, namespaced = RESOURCES[(version, kind)]
+    base = "/api/v1" if version == "v1" else f"/apis/{version}"
+    meta = obj["metadata"]
+    ns = f"/namespaces/{meta['namespace']}" if namespaced else ""
+    return f"{base}{ns}/{resource}/{meta['name']}"
 
 
 class KubeAPIError(RuntimeError):
@@ -76,6 +103,19 @@ class KubeAPI:
             self.request("POST", collection, obj)
         except KubeAPIError as e:
             if e.status != 409:
+                raise
+
+    def apply(self, obj: dict, field_manager: str) -> dict:
+        """Server-side apply of `obj` (created or brought to this content; our fields win)."""
+        query = f"?fieldManager={quote(field_manager)}&force=true"
+        return self.request("PATCH", object_path(obj) + query, obj, "application/apply-patch+yaml")
+
+    def delete(self, path: str) -> None:
+        """Delete the object at `path`; already gone is fine."""
+        try:
+            self.request("DELETE", path)
+        except KubeAPIError as e:
+            if e.status != 404:
                 raise
 
     def healthy(self, path: str = "/readyz") -> bool:

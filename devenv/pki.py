@@ -142,21 +142,26 @@ class Pki:
         )
 
 
-def write_kubeconfig(path: Path, server: str, pki: Pki, cert: str, user: str) -> None:
-    """A kubeconfig with the CA and client certificate embedded, so its content works on its own."""
+def write_kubeconfig(
+    path: Path, server: str, pki: Pki, cert: str, user: str, tls_server_name: str | None = None
+) -> None:
+    """A kubeconfig with the CA and client certificate embedded, so its content works on its own.
+
+    `tls_server_name`: the name to check the server's certificate against, when `server`'s address
+    is not one of its names (the real node reaches the API server through a relay).
+    """
 
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
 
+    cluster = {"server": server, "certificate-authority-data": b64(pki.crt("ca"))}
+    if tls_server_name:
+        cluster["tls-server-name"] = tls_server_name
+
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {
-                "name": "iotistic-local",
-                "cluster": {"server": server, "certificate-authority-data": b64(pki.crt("ca"))},
-            }
-        ],
+        "clusters": [{"name": "iotistic-local", "cluster": cluster}],
         "users": [
             {
                 "name": user,

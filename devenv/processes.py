@@ -42,6 +42,9 @@ class Component:
     log_file: Path
     ready: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
+    # The program a running process shows as its argv[0], when argv starts with a wrapper that
+    # execs it (e.g. nsenter for the real node's processes).
+    exe: str = ""
 
     @property
     def home(self) -> Path:
@@ -63,7 +66,10 @@ class Component:
         # A stale pid file may point at an unrelated process that reused the pid, or at the same
         # binary run for another cluster. (The command line is still empty for an instant right
         # after the fork, so empty counts as ours.)
-        if cmdline[0] and (cmdline[0] != self.argv[0] or not any(str(self.home) in a for a in cmdline)):
+        expected = self.exe or self.argv[0]
+        if cmdline[0] and (
+            cmdline[0] not in (expected, self.argv[0]) or not any(str(self.home) in a for a in cmdline)
+        ):
             return None
         return pid
 

@@ -13,18 +13,21 @@ Validation runs before any stack is touched, so a typo never half-applies a chan
           images: {api_tag: "1.4.2"}
           storage: {storage_class: fast, postgres_size: 20Gi}
           networking: {base_domain: eu.iotistic.cloud}
+          placement: {node: real}   # the local cluster's real node (its defaults: images built
+                                    # here, storage class local-path; explicit overrides win)
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from components.args import Images, Networking, Storage
+from components.args import Images, Networking, Placement, Storage
+from components.placement import LOCAL_IMAGES, LOCAL_STORAGE_CLASS
 from components.platform import NAMESPACE as PLATFORM_NAMESPACE
 from components.platform import STACK as PLATFORM_STACK
 from licensing.plans import PLANS
@@ -36,7 +39,7 @@ MAX_ID_LENGTH = 63 - len("customer-")
 # Ids that would name a stack or namespace of the platform itself (the stack name is the id).
 RESERVED_IDS = frozenset({PLATFORM_STACK, PLATFORM_NAMESPACE, "default", "kube-system", "kube-public"})
 TENANT_KEYS = {"id", "email", "company", "plan", "overrides"}
-OVERRIDE_SECTIONS = {"images": Images, "storage": Storage, "networking": Networking}
+OVERRIDE_SECTIONS = {"images": Images, "storage": Storage, "networking": Networking, "placement": Placement}
 
 
 class TenantsFileError(ValueError):
@@ -68,6 +71,27 @@ class Tenant:
         if "cluster_cidrs" in values:
             values["cluster_cidrs"] = tuple(values["cluster_cidrs"])
         return Networking(**values)
+
+    def placement(self) -> Placement:
+        return Placement(**self.overrides.get("placement", {}))
+
+
+def placement_defaults(placement: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What a placement brings with it: on the real node, the images built here and local-path volumes."""
+    if placement.get("node") != "real":
+        return {}
+    return {"images": asdict(LOCAL_IMAGES), "storage": {"storage_class": LOCAL_STORAGE_CLASS}}
+
+
+def effective_overrides(defaults: dict[str, dict], own: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """A tenant's overrides: the file's defaults, under its placement's defaults, under its own."""
+    placement = {**defaults.get("placement", {}), **own.get("placement", {})}
+    implied = placement_defaults(placement)
+    return {
+        s: {**defaults.get(s, {}), **implied.get(s, {}), **own.get(s, {})}
+        for s in OVERRIDE_SECTIONS
+        if s in defaults or s in own or s in implied
+    }
 
 
 def tenant_problems(entry: dict[str, Any]) -> list[str]:
@@ -119,6 +143,7 @@ def tenant_problems(entry: dict[str, Any]) -> list[str]:
 
 
 # Override keys whose values are not plain strings; every other override key takes a string.
+_CHOICES = {"node": Placement.NODES}
 _LIST_KEYS = {"cluster_cidrs"}
 _MAPPING_KEYS = {"ingress_namespace_labels"}
 _OPTIONAL_KEYS = {"storage_class"}
@@ -139,6 +164,8 @@ def _value_problem(key: str, value: Any) -> str | None:
         return None if ok else "a mapping of strings to strings"
     if value is None and key in _OPTIONAL_KEYS:
         return None
+    if key in _CHOICES:
+        return None if value in _CHOICES[key] else f"one of {', '.join(_CHOICES[key])}"
     return None if isinstance(value, str) else "a string"
 
 
@@ -205,11 +232,7 @@ def parse_tenants(text: str, path: str = "tenants.yaml") -> list[Tenant]:
         elif isinstance(tid, str):
             seen[tid] = line
         if not entry_problems and not default_problems:  # broken defaults cannot be merged
-            merged = {
-                s: {**defaults.get(s, {}), **entry.get("overrides", {}).get(s, {})}
-                for s in OVERRIDE_SECTIONS
-                if s in defaults or s in entry.get("overrides", {})
-            }
+            merged = effective_overrides(defaults, entry.get("overrides", {}))
             tenants.append(
                 Tenant(entry["id"], entry["email"], entry["company"], entry.get("plan", "starter"), merged)
             )

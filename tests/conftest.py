@@ -160,7 +160,8 @@ def cluster():
     started_by_tests = local.data_dir / "started-by-tests"
     if not local.running():
         try:
-            local.start()
+            # Without the real node, even one the user added: tests/node run their own.
+            local.start(control_plane_only=True)
         except (ServiceError, PortInUse) as e:
             lease.unlink()
             pytest.fail(f"the local cluster did not start: {e}")

@@ -22,23 +22,12 @@ packages=(
 start=$SECONDS
 
 # The versions come from go.mod (read offline), so pin-kubernetes.sh is the only place a release is chosen.
-required() { awk -v m="$1" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$cluster_mod/go.mod"; }
-k8s_version=$(required k8s.io/kubernetes)
-etcd_version=$(required go.etcd.io/etcd/server/v3)
-kwok_version=$(required sigs.k8s.io/kwok)
-major=${k8s_version#v}; major=${major%%.*}
-minor=${k8s_version#v*.}; minor=${minor%%.*}
-
+k8s_version=$(module_version "$cluster_mod" k8s.io/kubernetes)
+etcd_version=$(module_version "$cluster_mod" go.etcd.io/etcd/server/v3)
+kwok_version=$(module_version "$cluster_mod" sigs.k8s.io/kwok)
 # Without these the servers report v0.0.0 and clients (pulumi-kubernetes included) misjudge
-# which APIs exist; Kubernetes' own release build sets the same variables in both packages.
-version_flags() {
-  local flags="" pkg
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    flags+=" -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitVersion=$k8s_version"
-    flags+=" -X $pkg.gitTreeState=clean${1:+ -X $pkg.buildDate=$1}"
-  done
-  echo "-s -w$flags"
-}
+# which APIs exist (toolchain/lib.sh).
+version_flags() { k8s_version_flags "$k8s_version" "${1:-}"; }
 
 stamp=$(stamp_of "$cluster_mod/go.mod" "$cluster_mod/go.sum" "$cluster_mod"/cmd/etcd/*.go \
   "$cluster_mod"/stub/*/go.mod <(version_flags) <(go env GOVERSION))
@@ -52,7 +41,7 @@ else
   run_logged "module download" "k8s.io/kubernetes@$k8s_version" "$IOTISTIC_CACHE/logs/cluster-download.log" \
     go -C "$cluster_mod" mod download k8s.io/kubernetes
   # The release date of the module, not today's: the flags stay the same from build to build.
-  build_date=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$k8s_version.info")
+  build_date=$(module_date k8s.io/kubernetes "$k8s_version")
   # CGO off: static binaries like upstream's release, and no C toolchain needed.
   run_logged "control plane" "iotistic.local/toolchain/cluster (k8s.io/kubernetes@$k8s_version, go.etcd.io/etcd/server/v3@$etcd_version, sigs.k8s.io/kwok@$kwok_version)" \
     "$IOTISTIC_CACHE/logs/cluster.log" \

@@ -34,3 +34,28 @@ run_logged() {
   fi
   iotistic_log "  $label done in $((SECONDS - start)) s"
 }
+
+# module_version MODULE_DIR MODULE: the version MODULE_DIR/go.mod requires (read offline).
+module_version() {
+  awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$1/go.mod"
+}
+
+# module_date MODULE VERSION: the release date the module proxy recorded (after a download), so
+# build-date flags stay the same from build to build.
+module_date() {
+  go mod download "$1@$2" >/dev/null 2>&1 || true
+  sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$GOMODCACHE/cache/download/$1/@v/$2.info"
+}
+
+# k8s_version_flags VERSION [BUILD_DATE]: the -ldflags Kubernetes' release build sets, so binaries
+# report VERSION (not v0.0.0) and clients such as pulumi-kubernetes judge the API correctly.
+k8s_version_flags() {
+  local version=$1 date=${2:-} major minor flags="" pkg
+  major=${version#v}; major=${major%%.*}
+  minor=${version#v*.}; minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitVersion=$version"
+    flags+=" -X $pkg.gitTreeState=clean${date:+ -X $pkg.buildDate=$date}"
+  done
+  echo "-s -w$flags"
+}

@@ -24,7 +24,8 @@ def lock_error(host: str, pid: int, at: datetime) -> str:
 
 
 def test_a_job_round_trips_through_json_without_losing_anything():
-    settings = StackSettings("file:///s", "pass", "/k", Path("/w"), (("AWS_REGION", "eu"),), Path("/c"))
+    pem = "-----BEGIN PUBLIC KEY-----"
+    settings = StackSettings("file:///s", "pass", "/k", Path("/w"), (("AWS_REGION", "eu"),), Path("/c"), pem)
     job = DeployJob(
         "up", "acme", settings, Tenant("acme", "a@b.io", "A", "starter", {}), "jwt", "signup", suspended=True
     )

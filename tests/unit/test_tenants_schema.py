@@ -148,7 +148,8 @@ def test_unknown_key_in_an_entry():
 def test_unknown_overrides_section_and_unknown_keys_inside_sections():
     text = tenant_yaml(overrides="{dns: {}, storage: {size: 1Gi}, images: {api: x}}")
     assert problems_of(text) == [
-        "line 2: tenant 'acme': unknown overrides section 'dns' (allowed: images, storage, networking)",
+        "line 2: tenant 'acme': unknown overrides section 'dns' "
+        "(allowed: images, storage, networking, placement)",
         "line 2: tenant 'acme': unknown key 'size' in overrides.storage "
         "(allowed: postgres_size, storage_class)",
         "line 2: tenant 'acme': unknown key 'api' in overrides.images (allowed: api_tag, dashboard_tag, "
@@ -236,7 +237,7 @@ def test_the_error_message_names_the_file_and_every_problem():
 def test_defaults_problems_carry_the_line_of_defaults():
     text = "tenants: []\ndefaults:\n  dns: {}\n  storage: {size: 1Gi}\n"
     assert problems_of(text) == [
-        "line 2: defaults: unknown overrides section 'dns' (allowed: images, storage, networking)",
+        "line 2: defaults: unknown overrides section 'dns' (allowed: images, storage, networking, placement)",
         "line 2: defaults: unknown key 'size' in overrides.storage (allowed: postgres_size, storage_class)",
     ]
 
