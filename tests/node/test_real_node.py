@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from devenv.__main__ import cluster_command
 from devenv.cluster import LocalCluster
 from devenv.node import NODE_NAME
 from devenv.node_host import NodeBusy
+from licensing import sign_access_token
 from licensing.keys import generate_private_key_pem, public_key_pem
 from tenant_app.simulator import publish_readings
 from tests.cluster.conftest import wait_until
@@ -78,7 +80,18 @@ def customers(real_cluster: LocalCluster, tmp_path_factory) -> dict:
     results = reconcile(tenants, settings, signer, parallel=2, destroy_removed=False)
     failed = [f"{r.stack}: {r.error}" for r in results if not r.ok]
     assert not failed, "\n".join(failed)
-    return {"seconds": time.monotonic() - began, "settings": settings}
+    # An operator signed in to each instance: the billing login's token format, the same key.
+    tokens = {
+        customer: sign_access_token(
+            signer.private_pem,
+            kid=signer.kid,
+            customer_id=customer,
+            subject="real-node-test",
+            ttl=timedelta(hours=1),
+        )
+        for customer in ("real-a", "real-b")
+    }
+    return {"seconds": time.monotonic() - began, "settings": settings, "tokens": tokens}
 
 
 def test_the_real_node_runs_beside_the_simulated_ones(real_cluster: LocalCluster, kubectl):
@@ -134,18 +147,20 @@ def test_a_real_customer_runs_for_real_and_its_api_verifies_the_license(real_clu
 def test_a_device_reading_crosses_the_cluster_into_postgres_and_the_exporter(kubectl, customers):
     device = f"sensor-{uuid.uuid4().hex[:8]}"
     with PortForward(kubectl, ns("real-a"), "svc/api", 3001) as api_fwd:
-        registered = http("POST", api_fwd.url + "/api/devices", {"id": device, "name": "real node test"})
+        token = customers["tokens"]["real-a"]
+        registered = http(
+            "POST", api_fwd.url + "/api/devices", {"id": device, "name": "real node test"}, token=token
+        )
         assert registered.status == 201, registered.text
         creds = registered.body["mqtt"]
         assert creds["host"] == "mosquitto.customer-real-a.svc.cluster.local"
         with PortForward(kubectl, ns("real-a"), "svc/mosquitto", 1883) as mqtt_fwd:
-            sent = publish_readings(
-                "127.0.0.1", mqtt_fwd.port, creds["username"], creds["password"], count=3, interval=0.2
-            )
+            broker = f"mqtt://127.0.0.1:{mqtt_fwd.port}"
+            sent = publish_readings(broker, creds["username"], creds["password"], count=3, interval=0.2)
         assert sent == 3
 
         def stored():
-            r = http("GET", api_fwd.url + f"/api/devices/{device}/readings")
+            r = http("GET", api_fwd.url + f"/api/devices/{device}/readings", token=token)
             return r.body if r.status == 200 and len(r.body.get("readings", [])) >= 3 else None
 
         body = wait_until(stored, 60, "the readings to come back from the API")
@@ -205,7 +220,8 @@ def test_a_deleted_postgres_pod_comes_back_with_its_data(real_cluster, kubectl, 
     api = real_cluster.api()
     namespace = ns("real-a")
     with PortForward(kubectl, namespace, "svc/api", 3001) as fwd:
-        before = http("GET", fwd.url + "/api/devices").body["devices"]
+        token = customers["tokens"]["real-a"]
+        before = http("GET", fwd.url + "/api/devices", token=token).body["devices"]
     assert before, "the device test registered at least one device"
     old_uid = pods(api, namespace)["postgres"]["metadata"]["uid"]
     kubectl("-n", namespace, "delete", "pod", "postgres-0", "--wait=true", timeout=120)
@@ -224,7 +240,7 @@ def test_a_deleted_postgres_pod_comes_back_with_its_data(real_cluster, kubectl, 
 
     def same_devices():
         with PortForward(kubectl, namespace, "svc/api", 3001) as fwd:
-            r = http("GET", fwd.url + "/api/devices")
+            r = http("GET", fwd.url + "/api/devices", token=token)
             return r.body["devices"] if r.status == 200 else None
 
     assert wait_until(same_devices, 90, "the API to read from the new Postgres pod") == before
