@@ -97,7 +97,7 @@ def platform(settings, signing_key, stripe_mock, cluster, tmp_path):
         "STRIPE_API_BASE": stripe_mock.url,
         "STRIPE_PRICE_PROFESSIONAL": "price_pro",
         "PAYMENT_GRACE_DAYS": "0",
-        "SUSPENSION_CHECK_CRON": "*/2 * * * * *",
+        "SUSPENSION_CHECK_CRON": "* * * * * */2",
         "WORKER_CONCURRENCY": "2",
         "WORKER_HEARTBEAT_SECONDS": "1",
         "WORKER_STALLED_AFTER_SECONDS": "4",
