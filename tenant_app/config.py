@@ -16,6 +16,9 @@ from licensing import DEFAULT_ISSUER
 
 TELEMETRY_TOPIC = "sensor/{device_id}/telemetry"
 TELEMETRY_SUBSCRIPTION = "sensor/+/telemetry"
+# What the consumer processes of an instance subscribe to: an MQTT 5 shared subscription, so the
+# broker hands each reading to one of them (see tenant_app/consumer.py).
+TELEMETRY_SHARED_SUBSCRIPTION = f"$share/iotistic-ingest/{TELEMETRY_SUBSCRIPTION}"
 CHECKOUT_PATH = "/api/subscriptions/create-checkout-session"
 LOGIN_PATH = "/api/customers/login"  # the billing service's sign-in (answers an access token)
 # The broker refuses larger publishes (components/mosquitto.py, devenv/mosquitto.py) and the
