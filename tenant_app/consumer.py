@@ -19,7 +19,8 @@
 - While the license is expired or invalid, messages are held unacknowledged (the broker keeps them)
   and ingestion resumes when a renewed license appears.
 
-Run it with `python -m tenant_app.consumer`.
+Run it with `python -m tenant_app.consumer`; with CONSUMER_PROCESSES=N it runs N consumer processes
+(tenant_app/supervisor.py), each on its own account and client id.
 """
 
 from __future__ import annotations
@@ -338,6 +339,10 @@ def end_session(settings: Settings, timeout: float = 5.0) -> bool:
 
 def main() -> int:
     settings = start_service("consumer")
+    if settings.consumer_processes > 1:
+        from tenant_app.supervisor import supervise
+
+        return supervise(settings)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
