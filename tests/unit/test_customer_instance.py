@@ -195,6 +195,10 @@ def test_app_environment(deployed):
     pod = mocks.one(DEPLOYMENT, "api").inputs["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["api", "consumer"]
     assert pod["containers"][1]["command"] == ["python", "-m", "tenant_app.consumer"]
+    # Two consumer processes share the subscription; provision creates an account for each.
+    assert _env(pod["containers"][1])["CONSUMER_PROCESSES"] == "2"
+    assert _env(pod["initContainers"][0])["CONSUMER_PROCESSES"] == "2"
+    assert pod["containers"][1]["resources"]["limits"] == {"cpu": "1", "memory": "256Mi"}
     assert [c["command"] for c in pod["initContainers"]] == [["python", "-m", "tenant_app.provision"]]
     dashboard = _env(_container(mocks, "dashboard"))
     assert dashboard["API_URL"] == "http://api:3001"
