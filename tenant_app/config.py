@@ -73,6 +73,7 @@ class Settings:
     # MQTT consumer.
     consumer_client_id: str = ""  # CONSUMER_CLIENT_ID (default iotistic-ingest-<customer>)
     consumer_processes: int = 1  # CONSUMER_PROCESSES: consumer processes sharing the subscription
+    consumer_profile_dir: str = ""  # CONSUMER_PROFILE_DIR: write cProfile stats there (bench/ingest.py)
     consumer_batch_size: int = 2000  # CONSUMER_BATCH_SIZE: rows per transaction at most
     consumer_batch_ms: int = 50  # CONSUMER_BATCH_MS: how long a batch may wait to fill
     consumer_receive_maximum: int = 10000  # CONSUMER_RECEIVE_MAXIMUM: unacked messages in flight
@@ -165,6 +166,7 @@ _ENV_NAMES = {
     "active_device_window_seconds": "ACTIVE_DEVICE_WINDOW_SECONDS",
     "consumer_client_id": "CONSUMER_CLIENT_ID",
     "consumer_processes": "CONSUMER_PROCESSES",
+    "consumer_profile_dir": "CONSUMER_PROFILE_DIR",
     "consumer_batch_size": "CONSUMER_BATCH_SIZE",
     "consumer_batch_ms": "CONSUMER_BATCH_MS",
     "consumer_receive_maximum": "CONSUMER_RECEIVE_MAXIMUM",

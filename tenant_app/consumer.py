@@ -47,6 +47,7 @@ from tenant_app.db import describe, wait_for_database
 from tenant_app.license_state import VALID, LicenseMonitor
 from tenant_app.logs import start_service
 from tenant_app.mqtt_batching import BatchingClient
+from tenant_app.profiling import profiled, start_profile, stop_profile
 from tenant_app.services import ingest_messages
 
 log = logging.getLogger("tenant_app.consumer")
@@ -97,6 +98,7 @@ class Consumer:
         self._stop = threading.Event()
         self._io_stop = threading.Event()
         self._conn: psycopg.Connection | None = None
+        self._subscribe_mid: int | None = None
         self._client = self._make_client()
 
     @property
@@ -133,7 +135,7 @@ class Consumer:
             log.error("broker refused the consumer", extra={"reason": str(reason)})
             return
         log.info("connected to broker", extra={"session_present": flags.session_present})
-        client.subscribe(TELEMETRY_SHARED_SUBSCRIPTION, qos=1)
+        _, self._subscribe_mid = client.subscribe(TELEMETRY_SHARED_SUBSCRIPTION, qos=1)
         if flags.session_present:
             # A session made before consumers shared the subscription would get every reading twice.
             client.unsubscribe(TELEMETRY_SUBSCRIPTION)
@@ -146,6 +148,8 @@ class Consumer:
                 "broker refused the telemetry subscription",
                 extra={"subscription": TELEMETRY_SHARED_SUBSCRIPTION, "reason": refused[0]},
             )
+        elif mid == self._subscribe_mid:
+            log.info("subscribed", extra={"subscription": TELEMETRY_SHARED_SUBSCRIPTION})
 
     def _on_connect_fail(self, error: Exception) -> None:
         # Retried with a doubling delay (1 s up to STARTUP_RETRY_MAX_SECONDS): one line per attempt.
@@ -255,7 +259,7 @@ class Consumer:
             s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=self._connect_properties()
         )
         io = threading.Thread(
-            target=self._client.run_io,
+            target=profiled(self._client.run_io, s.consumer_profile_dir, "io"),
             args=(self._io_stop,),
             kwargs={
                 "on_connect_fail": self._on_connect_fail,
@@ -265,6 +269,7 @@ class Consumer:
             daemon=True,
         )
         io.start()
+        profiler = start_profile(s.consumer_profile_dir)
         pending: list[Delivery] = []
         paused_logged = 0.0
         last_stats = time.monotonic()
@@ -299,6 +304,7 @@ class Consumer:
             io.join(10)
             if self._conn is not None:
                 self._conn.close()
+            stop_profile(profiler, s.consumer_profile_dir, "batches")
             log.info("consumer stopped", extra={"stats": vars(self.stats)})
 
     def stop(self) -> None:

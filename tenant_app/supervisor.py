@@ -58,7 +58,8 @@ class Supervisor:
         self.children[index] = proc
         self._started_at[index] = time.monotonic()
         log.info(
-            "consumer process started", extra={"process_index": index, "client_id": client_id, "pid": proc.pid}
+            "consumer process started",
+            extra={"process_index": index, "client_id": client_id, "pid": proc.pid},
         )
 
     def run(self) -> int:
