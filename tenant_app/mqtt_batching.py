@@ -116,7 +116,8 @@ class BufferedSocket:
     # --- what the I/O loop calls -------------------------------------------------------------------
     @property
     def unsent(self) -> int:
-        return len(self._wbuf)
+        """Bytes waiting to be written (0 once a write failed: the next recv() reports the error)."""
+        return 0 if self._error is not None else len(self._wbuf)
 
     def flush(self) -> None:
         """Write as much of the buffer as the socket takes now (the rest when select says writable)."""
