@@ -14,7 +14,7 @@ dead letters and license gating. With the same broker, database and load it meas
    consumer processes, and the consumer / publishers ratio (goal: >= 60 %);
 2. the same load against a naive consumer (one INSERT and one commit per message, ack after
    commit): the consumer / naive ratio (goal: >= 10x);
-3. p50/p99 publish-to-row latency at a steady 1,000 readings/s from 1,000 devices (goal: p99 <
+3. p50/p99 publish-to-commit latency at a steady 1,000 readings/s from 1,000 devices (goal: p99 <
    250 ms);
 4. with --profile, one more 1,000-device run under cProfile: where the consumer's CPU goes.
 
@@ -72,6 +72,17 @@ def device_id(n: int) -> str:
 
 def device_password(device: str) -> str:
     return f"pw-{device}"
+
+
+class BenchPostgres(LocalPostgres):
+    """The devenv Postgres, recording when each transaction committed (for the latency figures)."""
+
+    def init(self) -> None:
+        super().init()
+        conf = self.pgdata / "postgresql.conf"
+        if "track_commit_timestamp = on" not in conf.read_text():
+            with conf.open("a") as f:
+                f.write("track_commit_timestamp = on\n")
 
 
 class BenchMosquitto(LocalMosquitto):
@@ -257,7 +268,7 @@ class Env:
 
 
 def setup(data: Path, processes: int) -> Env:
-    pg = LocalPostgres(data / "postgres", port=free_port())
+    pg = BenchPostgres(data / "postgres", port=free_port())
     broker = BenchMosquitto(data / "mosquitto", port=free_port(), ws_port=free_port())
     pg.start()
     broker.start()
@@ -432,43 +443,38 @@ def sustained(marks: list[tuple[float, int]], total: int) -> float:
 
 
 def run_latency(env: Env, n_devices: int, rate: float, seconds: float, processes: int) -> dict:
+    """Publish-to-commit latency of each reading: its transaction's commit time minus its timestamp.
+
+    Devices stamp each reading with the time they publish it; Postgres records when the batch
+    holding it committed (track_commit_timestamp), on the same clock.
+    """
     devices = [device_id(i) for i in range(n_devices)]
     reset(env, devices)
     running = start_consumer(env, False, processes)
     interval = n_devices / rate
     per_device = max(1, int(seconds / interval))
-    latencies: list[float] = []
+    total = n_devices * per_device
     try:
         loop = asyncio.new_event_loop()
         task = loop.run_in_executor(
             None, lambda: asyncio.run(publish_paced(env.broker.port, devices, per_device, interval))
         )
-        last_id = 0
-        deadline = time.monotonic() + seconds + 30
-        with psycopg.connect(env.db, autocommit=True) as conn:
-            while time.monotonic() < deadline and len(latencies) < n_devices * per_device:
-                rows = conn.execute(
-                    "SELECT id, extract(epoch from timestamp) FROM sensor_readings WHERE id > %s ORDER BY id",
-                    (last_id,),
-                ).fetchall()
-                seen = time.time()
-                for row_id, ts in rows:
-                    latencies.append(seen - float(ts))
-                    last_id = max(last_id, row_id)
-                time.sleep(0.01)
         loop.run_until_complete(task)
         loop.close()
+        deadline = time.monotonic() + 30
+        while count(env) < total and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         stop(env, running)
-    latencies.sort()
+    with psycopg.connect(env.db) as conn:
+        latencies = sorted(
+            float(x)
+            for (x,) in conn.execute(
+                "SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - timestamp) FROM sensor_readings"
+            )
+        )
     q = statistics.quantiles(latencies, n=100)
-    return {
-        "messages": n_devices * per_device,
-        "stored": len(latencies),
-        "p50": q[49],
-        "p99": q[98],
-        "max": latencies[-1],
-    }
+    return {"messages": total, "stored": len(latencies), "p50": q[49], "p99": q[98], "max": latencies[-1]}
 
 
 # --- where the consumer's CPU goes ---------------------------------------------------------------------
@@ -608,7 +614,7 @@ def main() -> int:
             f"\nlatency at 1,000 readings/s from 1,000 devices, consumer x{args.processes} "
             f"({lat['stored']:,}/{lat['messages']:,} stored): "
             f"p50 {lat['p50'] * 1000:.0f} ms, p99 {lat['p99'] * 1000:.0f} ms, max {lat['max'] * 1000:.0f} ms "
-            "(publish to row visible to a 10 ms poller)"
+            "(publish to the commit of the row's batch)"
         )
         verdict = {True: "met", False: "MISSED"}
         lossless = all(r.lossless for r in results) and lat["stored"] == lat["messages"]

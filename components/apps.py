@@ -25,9 +25,9 @@ LICENSE_MOUNT = "/etc/iotistic/license"
 
 API = Resources(cpu_request="250m", cpu_limit="500m", memory_request="256Mi", memory_limit="512Mi")
 # The MQTT consumer runs CONSUMER_PROCESSES processes sharing the telemetry subscription (each its
-# own broker account and client id); each can use most of a core while draining a backlog.
+# own broker account and client id). Its limit leaves the quota room for a rolling update of the API pod.
 CONSUMER_PROCESSES = 2
-CONSUMER = Resources(cpu_request="100m", cpu_limit="1", memory_request="128Mi", memory_limit="256Mi")
+CONSUMER = Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="256Mi")
 PROVISION = Resources(cpu_request="50m", cpu_limit="250m", memory_request="64Mi", memory_limit="128Mi")
 DASHBOARD = Resources(cpu_request="100m", cpu_limit="200m", memory_request="128Mi", memory_limit="256Mi")
 EXPORTER = Resources(cpu_request="50m", cpu_limit="100m", memory_request="64Mi", memory_limit="128Mi")
