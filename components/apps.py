@@ -24,7 +24,10 @@ EXPORTER_PORT = 9090
 LICENSE_MOUNT = "/etc/iotistic/license"
 
 API = Resources(cpu_request="250m", cpu_limit="500m", memory_request="256Mi", memory_limit="512Mi")
-CONSUMER = Resources(cpu_request="100m", cpu_limit="250m", memory_request="128Mi", memory_limit="256Mi")
+# The MQTT consumer runs CONSUMER_PROCESSES processes sharing the telemetry subscription (each its
+# own broker account and client id). Its limit leaves the quota room for a rolling update of the API pod.
+CONSUMER_PROCESSES = 2
+CONSUMER = Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="256Mi")
 PROVISION = Resources(cpu_request="50m", cpu_limit="250m", memory_request="64Mi", memory_limit="128Mi")
 DASHBOARD = Resources(cpu_request="100m", cpu_limit="200m", memory_request="128Mi", memory_limit="256Mi")
 EXPORTER = Resources(cpu_request="50m", cpu_limit="100m", memory_request="64Mi", memory_limit="128Mi")
@@ -79,6 +82,8 @@ def api(
         _from_secret("MQTT_ADMIN_PASSWORD", "ADMIN_MQTT_PASSWORD", MQTT_SECRET_NAME),
         _value("MQTT_USERNAME", INGEST_USER),
         _from_secret("MQTT_PASSWORD", "INGEST_MQTT_PASSWORD", MQTT_SECRET_NAME),
+        # The consumer's processes, and the broker accounts the provision step creates for them.
+        _value("CONSUMER_PROCESSES", str(CONSUMER_PROCESSES)),
         _value("API_PORT", str(API_PORT)),
         *_license_key_env(settings),
     ]

@@ -16,6 +16,9 @@ from licensing import DEFAULT_ISSUER
 
 TELEMETRY_TOPIC = "sensor/{device_id}/telemetry"
 TELEMETRY_SUBSCRIPTION = "sensor/+/telemetry"
+# What the consumer processes of an instance subscribe to: an MQTT 5 shared subscription, so the
+# broker hands each reading to one of them (see tenant_app/consumer.py).
+TELEMETRY_SHARED_SUBSCRIPTION = f"$share/iotistic-ingest/{TELEMETRY_SUBSCRIPTION}"
 CHECKOUT_PATH = "/api/subscriptions/create-checkout-session"
 LOGIN_PATH = "/api/customers/login"  # the billing service's sign-in (answers an access token)
 # The broker refuses larger publishes (components/mosquitto.py, devenv/mosquitto.py) and the
@@ -69,6 +72,8 @@ class Settings:
     active_device_window_seconds: int = 86400  # ACTIVE_DEVICE_WINDOW_SECONDS (exporter)
     # MQTT consumer.
     consumer_client_id: str = ""  # CONSUMER_CLIENT_ID (default iotistic-ingest-<customer>)
+    consumer_processes: int = 1  # CONSUMER_PROCESSES: consumer processes sharing the subscription
+    consumer_profile_dir: str = ""  # CONSUMER_PROFILE_DIR: write cProfile stats there (bench/ingest.py)
     consumer_batch_size: int = 2000  # CONSUMER_BATCH_SIZE: rows per transaction at most
     consumer_batch_ms: int = 50  # CONSUMER_BATCH_MS: how long a batch may wait to fill
     consumer_receive_maximum: int = 10000  # CONSUMER_RECEIVE_MAXIMUM: unacked messages in flight
@@ -85,6 +90,19 @@ class Settings:
             object.__setattr__(self, "mqtt_public_port", self.mqtt_port)
         if not self.consumer_client_id:
             object.__setattr__(self, "consumer_client_id", f"iotistic-ingest-{self.customer_id}")
+        if not 1 <= self.consumer_processes <= 16:
+            raise ConfigError(f"CONSUMER_PROCESSES={self.consumer_processes} is not between 1 and 16")
+
+    def consumer_accounts(self) -> list[tuple[str, str]]:
+        """(broker username, client id) of each consumer process, each account bound to its id.
+
+        Process 0 keeps MQTT_USERNAME and CONSUMER_CLIENT_ID as they are; process i > 0 adds `-i`
+        to both. `tenant_app.provision` creates the accounts, the consumer's supervisor uses them.
+        """
+        base_user, base_id = self.mqtt_username, self.consumer_client_id
+        return [(base_user, base_id)] + [
+            (f"{base_user}-{i}", f"{base_id}-{i}") for i in range(1, self.consumer_processes)
+        ]
 
     def with_(self, **changes) -> Settings:
         """A copy with some fields changed (derived defaults are recomputed only if left empty)."""
@@ -147,6 +165,8 @@ _ENV_NAMES = {
     "usage_flush_seconds": "USAGE_FLUSH_SECONDS",
     "active_device_window_seconds": "ACTIVE_DEVICE_WINDOW_SECONDS",
     "consumer_client_id": "CONSUMER_CLIENT_ID",
+    "consumer_processes": "CONSUMER_PROCESSES",
+    "consumer_profile_dir": "CONSUMER_PROFILE_DIR",
     "consumer_batch_size": "CONSUMER_BATCH_SIZE",
     "consumer_batch_ms": "CONSUMER_BATCH_MS",
     "consumer_receive_maximum": "CONSUMER_RECEIVE_MAXIMUM",

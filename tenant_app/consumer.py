@@ -2,33 +2,39 @@
 
 - QoS 1, a fixed client id and a persistent session (MQTT 5 session expiry), so the broker keeps
   unacknowledged and queued messages while the consumer is down.
+- An MQTT 5 shared subscription (`$share/iotistic-ingest/sensor/+/telemetry`): the consumer
+  processes of an instance (each its own client id and account) receive one share each.
 - Manual acknowledgement: a PUBACK is sent only after the batch holding the message is committed.
   A consumer killed mid-batch never acknowledged those messages; the broker redelivers them.
 - Redelivered readings hit the (device_id, timestamp) unique key and are skipped, so nothing is
   stored twice.
-- Batches: up to CONSUMER_BATCH_SIZE messages or CONSUMER_BATCH_MS of waiting, one INSERT ... SELECT
-  FROM unnest(...) per batch. MQTT 5 Receive Maximum lets enough messages be in flight to fill them.
+- Batches: up to CONSUMER_BATCH_SIZE messages or CONSUMER_BATCH_MS after the first one, one
+  transaction each (`services.ingest_messages`); MQTT 5 Receive Maximum lets enough messages be
+  in flight to fill them. The network side (tenant_app/mqtt_batching.py) reads with buffered
+  I/O and writes a batch's PUBACKs at once, while the next batch is read during the commit.
 - Bad messages are dead-lettered in the same transaction and acknowledged; they never stop the
   consumer. A message that fails only when stored is isolated from its batch (the batch is split
-  until it is alone), dead-lettered, and the rest stored (`services.ingest_messages`).
+  until it is alone), dead-lettered, and the rest stored.
 - Started before its database or broker, it waits and retries with one log line per attempt.
 - While the license is expired or invalid, messages are held unacknowledged (the broker keeps them)
   and ingestion resumes when a renewed license appears.
 
-Run it with `python -m tenant_app.consumer`.
+Run it with `python -m tenant_app.consumer`; with CONSUMER_PROCESSES=N it runs N consumer processes
+(tenant_app/supervisor.py), each on its own account and client id.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -36,22 +42,24 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from licensing.plans import MQTT_INGESTION
-from tenant_app.config import TELEMETRY_SUBSCRIPTION, Settings
+from tenant_app.config import TELEMETRY_SHARED_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION, Settings
 from tenant_app.db import describe, wait_for_database
 from tenant_app.license_state import VALID, LicenseMonitor
 from tenant_app.logs import start_service
+from tenant_app.mqtt_batching import BatchingClient
+from tenant_app.profiling import profiled, start_profile, stop_profile
 from tenant_app.services import ingest_messages
 
 log = logging.getLogger("tenant_app.consumer")
 
 
-@dataclass(slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     mid: int
     qos: int
     topic: str
     payload: bytes
     connection: int  # which broker connection delivered it (packet ids are per connection)
+    received_at: float  # time.monotonic() when it was decoded
 
 
 @dataclass
@@ -65,7 +73,13 @@ class ConsumerStats:
 
 
 class Consumer:
-    """Consume telemetry until `stop()`; `run()` blocks, so tests run it in a thread."""
+    """Consume telemetry until `stop()`; `run()` blocks, so tests run it in a thread.
+
+    Two threads: `mqtt-io` (BatchingClient.run_io: reads, decodes, acknowledges) appends
+    deliveries to a deque; the caller of `run()` takes them in batches, stores each batch in one
+    transaction and hands its packet ids back to be acknowledged in one write. While a batch is
+    being committed, the next one is already being read.
+    """
 
     def __init__(
         self,
@@ -79,27 +93,33 @@ class Consumer:
         self.clock = clock
         self.stats = ConsumerStats()
         self.connected = threading.Event()
-        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._deliveries: deque[Delivery] = deque()
+        self._arrived = threading.Event()
         self._stop = threading.Event()
+        self._io_stop = threading.Event()
         self._conn: psycopg.Connection | None = None
-        self._connection = 0
+        self._subscribe_mid: int | None = None
         self._client = self._make_client()
 
+    @property
+    def connection_number(self) -> int:
+        """How many connections to the broker this consumer has made (1 while the first one lasts)."""
+        return self._client.connection_number
+
     # --- MQTT --------------------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BatchingClient:
         s = self.settings
-        client = mqtt.Client(
+        client = BatchingClient(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=s.consumer_client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
         client.username_pw_set(s.mqtt_username, s.mqtt_password)
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(s.startup_retry_max_seconds)))
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.sink = self._on_publish
         return client
 
     def _connect_properties(self) -> Properties:
@@ -114,46 +134,62 @@ class Consumer:
         if reason.is_failure:
             log.error("broker refused the consumer", extra={"reason": str(reason)})
             return
-        self._connection += 1
         log.info("connected to broker", extra={"session_present": flags.session_present})
-        client.subscribe(TELEMETRY_SUBSCRIPTION, qos=1)
+        _, self._subscribe_mid = client.subscribe(TELEMETRY_SHARED_SUBSCRIPTION, qos=1)
+        if flags.session_present:
+            # A session made before consumers shared the subscription would get every reading twice.
+            client.unsubscribe(TELEMETRY_SUBSCRIPTION)
         self.connected.set()
 
-    def _on_connect_fail(self, client, userdata) -> None:
-        # paho retries by itself (1 s doubling to 30 s); say so once per attempt, without a traceback.
+    def _on_subscribe(self, client, userdata, mid, reasons, properties) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error(
+                "broker refused the telemetry subscription",
+                extra={"subscription": TELEMETRY_SHARED_SUBSCRIPTION, "reason": refused[0]},
+            )
+        elif mid == self._subscribe_mid:
+            log.info("subscribed", extra={"subscription": TELEMETRY_SHARED_SUBSCRIPTION})
+
+    def _on_connect_fail(self, error: Exception) -> None:
+        # Retried with a doubling delay (1 s up to STARTUP_RETRY_MAX_SECONDS): one line per attempt.
         s = self.settings
-        log.warning("broker unavailable; retrying", extra={"broker": f"{s.mqtt_host}:{s.mqtt_port}"})
+        log.warning(
+            "broker unavailable; retrying",
+            extra={"broker": f"{s.mqtt_host}:{s.mqtt_port}", "error": str(error) or error.__class__.__name__},
+        )
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self.connected.clear()
         if not self._stop.is_set():
             log.warning("disconnected from broker; reconnecting", extra={"reason": str(reason)})
 
-    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
-        # Runs in paho's network thread: hand over and return, the writer does the work.
-        self._inbox.put(Delivery(message.mid, message.qos, message.topic, message.payload, self._connection))
+    def _on_publish(self, mid: int, qos: int, topic: str, payload: bytes, connection: int) -> None:
+        # Runs in the I/O thread for every message: append and return, the batch loop does the work.
+        self._deliveries.append(Delivery(mid, qos, topic, payload, connection, time.monotonic()))
+        if not self._arrived.is_set():
+            self._arrived.set()
 
     # --- batches -----------------------------------------------------------------------------------
     def _next_batch(self, pending: list[Delivery]) -> list[Delivery]:
-        """Fill `pending` up to the batch size, waiting at most the batch window after the first."""
+        """Fill `pending` up to the batch size, waiting at most the batch window after its first message."""
         s = self.settings
-        if not pending:
-            try:
-                pending.append(self._inbox.get(timeout=0.2))
-            except queue.Empty:
-                return pending
-        deadline = time.monotonic() + s.consumer_batch_ms / 1000
-        while len(pending) < s.consumer_batch_size:
-            try:
-                pending.append(self._inbox.get_nowait())
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    pending.append(self._inbox.get(timeout=remaining))
-                except queue.Empty:
-                    break
+        inbox = self._deliveries
+        if not pending and not inbox:
+            self._arrived.wait(0.2)
+        self._arrived.clear()
+        if not pending and not inbox:
+            return pending
+        first = pending[0] if pending else inbox[0]
+        deadline = first.received_at + s.consumer_batch_ms / 1000
+        while len(pending) + len(inbox) < s.consumer_batch_size and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.wait(remaining)
+            self._arrived.clear()
+        take = min(len(inbox), s.consumer_batch_size - len(pending))
+        pending.extend(inbox.popleft() for _ in range(take))
         return pending
 
     def _db(self) -> psycopg.Connection:
@@ -197,13 +233,19 @@ class Consumer:
         return True
 
     def _ack(self, batch: list[Delivery]) -> None:
-        # In order of receipt, as MQTT requires. Messages delivered on an earlier connection are not
-        # acknowledged: the broker resends them after a reconnect (they are then skipped as duplicates
-        # and acknowledged), and their old packet ids may already name other messages.
-        current = self._connection
+        # In order of receipt, in one write. Messages delivered on an earlier connection are not
+        # acknowledged (BatchingClient drops them): the broker resends them after a reconnect (they
+        # are then skipped as duplicates and acknowledged), and their old packet ids may already
+        # name other messages.
+        connection = batch[0].connection
+        mids: list[int] = []
         for d in batch:
-            if d.qos > 0 and d.connection == current:
-                self._client.ack(d.mid, d.qos)
+            if d.connection != connection:
+                self._client.ack_many(connection, mids)
+                connection, mids = d.connection, []
+            if d.qos > 0:
+                mids.append(d.mid)
+        self._client.ack_many(connection, mids)
 
     def _license_allows(self) -> bool:
         status = self.license.current()
@@ -216,7 +258,18 @@ class Consumer:
         self._client.connect_async(
             s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=self._connect_properties()
         )
-        self._client.loop_start()
+        io = threading.Thread(
+            target=profiled(self._client.run_io, s.consumer_profile_dir, "io"),
+            args=(self._io_stop,),
+            kwargs={
+                "on_connect_fail": self._on_connect_fail,
+                "max_delay": max(1.0, s.startup_retry_max_seconds),
+            },
+            name="mqtt-io",
+            daemon=True,
+        )
+        io.start()
+        profiler = start_profile(s.consumer_profile_dir)
         pending: list[Delivery] = []
         paused_logged = 0.0
         last_stats = time.monotonic()
@@ -246,18 +299,56 @@ class Consumer:
                     last_stats = time.monotonic()
                     log.info("consumer stats", extra={"stats": vars(self.stats)})
         finally:
-            self._client.disconnect()
-            self._client.loop_stop()
+            self._io_stop.set()
+            self._client.wake()
+            io.join(10)
             if self._conn is not None:
                 self._conn.close()
+            stop_profile(profiler, s.consumer_profile_dir, "batches")
             log.info("consumer stopped", extra={"stats": vars(self.stats)})
 
     def stop(self) -> None:
         self._stop.set()
+        self._arrived.set()
+
+
+def end_session(settings: Settings, timeout: float = 5.0) -> bool:
+    """Delete a consumer's persistent session on the broker; True if the broker accepted the login.
+
+    For a consumer retired for good (a test's, a benchmark's): a session left behind stays a member
+    of the shared subscription and keeps receiving its share of the readings until it expires.
+    Whatever is still queued for that session is dropped with it.
+    """
+    accepted = threading.Event()
+    answered = threading.Event()
+
+    def on_connect(client, userdata, flags, reason, properties) -> None:
+        if not reason.is_failure:
+            accepted.set()
+        answered.set()
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=settings.consumer_client_id, protocol=mqtt.MQTTv5
+    )
+    client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    client.on_connect = on_connect
+    # clean_start discards the old session; without a session expiry the new one ends at disconnect.
+    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True)
+    client.loop_start()
+    try:
+        answered.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return accepted.is_set()
 
 
 def main() -> int:
     settings = start_service("consumer")
+    if settings.consumer_processes > 1:
+        from tenant_app.supervisor import supervise
+
+        return supervise(settings)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

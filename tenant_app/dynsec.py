@@ -13,7 +13,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from tenant_app.config import TELEMETRY_SUBSCRIPTION, TELEMETRY_TOPIC
+from tenant_app.config import TELEMETRY_SHARED_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION, TELEMETRY_TOPIC
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
@@ -140,30 +140,15 @@ class DynsecAdmin:
                 )
 
     def ensure_consumer(self, username: str, password: str, client_id: str) -> None:
-        """Create (or reset the password of) the ingestion consumer's account, bound to `client_id`.
+        """Create (or reset the password of) an ingestion consumer's account, bound to `client_id`.
 
         Bound, the account cannot be used under another client id, and (device accounts being
-        bound to their own ids) no other account can present the consumer's client id.
+        bound to their own ids) no other account can present the consumer's client id. Every
+        consumer process of an instance has its own account; they share the consumer role, which
+        may subscribe to telemetry, plainly or through the shared subscription.
         """
         self.execute(
-            {
-                "command": "createRole",
-                "rolename": CONSUMER_ROLE,
-                "acls": [
-                    {
-                        "acltype": "subscribePattern",
-                        "topic": TELEMETRY_SUBSCRIPTION,
-                        "priority": 0,
-                        "allow": True,
-                    },
-                    {
-                        "acltype": "publishClientReceive",
-                        "topic": TELEMETRY_SUBSCRIPTION,
-                        "priority": 0,
-                        "allow": True,
-                    },
-                ],
-            },
+            {"command": "createRole", "rolename": CONSUMER_ROLE, "acls": []},
             {
                 "command": "createClient",
                 "username": username,
@@ -173,7 +158,24 @@ class DynsecAdmin:
             },
             ignore=("already exists",),
         )
+        # Added one by one (a role made by an older version lacks the shared subscription's ACL).
+        self.execute(
+            *(
+                {"command": "addRoleACL", "rolename": CONSUMER_ROLE, "allow": True, "priority": 0, **acl}
+                for acl in _CONSUMER_ACLS
+            ),
+            ignore=("already exists",),
+        )
         self.execute(
             {"command": "setClientPassword", "username": username, "password": password},
             {"command": "setClientId", "username": username, "clientid": client_id},
         )
+
+
+# What the consumer role may do: subscribe to telemetry (the broker checks a shared subscription's
+# filter with its `$share/<group>/` prefix) and receive it.
+_CONSUMER_ACLS = (
+    {"acltype": "subscribePattern", "topic": TELEMETRY_SUBSCRIPTION},
+    {"acltype": "subscribePattern", "topic": TELEMETRY_SHARED_SUBSCRIPTION},
+    {"acltype": "publishClientReceive", "topic": TELEMETRY_SUBSCRIPTION},
+)

@@ -1,9 +1,10 @@
 """`python -m tenant_app.provision`: one-shot set-up before the services start (an init container).
 
-Creates the database schema and the consumer's broker account (MQTT_USERNAME/MQTT_PASSWORD, bound
-to CONSUMER_CLIENT_ID) with the admin account (MQTT_ADMIN_USERNAME/MQTT_ADMIN_PASSWORD), and
-binds device accounts created before client-id binding existed to their own client id. Waits
-(one log line per attempt) while the database or the broker is not up yet. Safe to run again.
+Creates the database schema and the consumer's broker accounts with the admin account
+(MQTT_ADMIN_USERNAME/MQTT_ADMIN_PASSWORD): MQTT_USERNAME/MQTT_PASSWORD bound to CONSUMER_CLIENT_ID,
+and one more per extra CONSUMER_PROCESSES (both names suffixed -1, -2...). Binds device accounts
+created before client-id binding existed to their own client id. Waits (one log line per attempt)
+while the database or the broker is not up yet. Safe to run again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger("tenant_app.provision")
 
 
 def provision(settings: Settings, *, attempts: int = 0) -> None:
-    """Schema, consumer account and device client ids; retries the broker (`attempts` 0: forever)."""
+    """Schema, consumer accounts and device client ids; retries the broker (`attempts` 0: forever)."""
     if not settings.mqtt_admin_username or not settings.mqtt_password:
         raise ConfigError("MQTT_ADMIN_USERNAME, MQTT_ADMIN_PASSWORD and MQTT_PASSWORD are needed")
     wait_for_database(settings.database_url, max_delay=settings.startup_retry_max_seconds)
@@ -37,7 +38,8 @@ def provision(settings: Settings, *, attempts: int = 0) -> None:
     while True:
         attempt += 1
         try:
-            admin.ensure_consumer(settings.mqtt_username, settings.mqtt_password, settings.consumer_client_id)
+            for username, client_id in settings.consumer_accounts():
+                admin.ensure_consumer(username, settings.mqtt_password, client_id)
             admin.bind_client_ids(devices)
             return
         except DynsecError as e:

@@ -408,15 +408,22 @@ def _store_batch(
     keep: int,
 ) -> IngestResult:
     rejected = list(rejects)
+    result = IngestResult()
+    store.ensure_stage(conn)  # before the transaction, so that a rollback keeps it
     with conn.transaction():
-        known = store.known_devices(conn, (r.device_id for _, _, r in parsed))
-        accepted = []
-        for topic, payload, r in parsed:
-            if r.device_id in known:
-                accepted.append(r)
-            else:
-                rejected.append((topic, payload, f"unknown device {r.device_id!r} (not registered)"))
-        result = store_readings(conn, accepted)
+        if parsed:
+            stored, unknown, new_rows = store.insert_readings_staged(conn, [r for _, _, r in parsed])
+            accepted = len(parsed)
+            if unknown:
+                for topic, payload, r in parsed:
+                    if r.device_id in unknown:
+                        accepted -= 1
+                        rejected.append((topic, payload, f"unknown device {r.device_id!r} (not registered)"))
+            result.stored, result.duplicates = stored, accepted - stored
+            if new_rows:
+                rules = store.load_rules(conn)
+                events = alerts.evaluate(rules, new_rows, store.last_fired(conn, [r.id for r in rules]))
+                result.alerts = store.insert_alert_events(conn, events)
         dead = [
             (
                 topic,

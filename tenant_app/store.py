@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from weakref import WeakSet
 
 import psycopg
 from psycopg.rows import dict_row
@@ -97,6 +98,80 @@ def insert_readings(conn: psycopg.Connection, readings: Sequence[Reading], retur
     cur = conn.execute(_INSERT_READINGS + " RETURNING " + ", ".join(READING_COLUMNS), columns)
     rows = [Reading(*row) for row in cur.fetchall()]
     return len(rows), rows
+
+
+# MQTT batches: COPY (binary) into a staging table of the session, then one statement that keeps
+# the rows of registered devices, skips duplicates, counts usage and says which devices are unknown.
+_CREATE_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS reading_stage (device_id text NOT NULL, timestamp timestamptz NOT NULL, "
+    "temperature float8, humidity float8, pressure float8, gas_resistance float8) ON COMMIT DELETE ROWS"
+)
+_COPY_STAGE = f"COPY reading_stage ({', '.join(READING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_STAGE_TYPES = ("text", "timestamptz", "float8", "float8", "float8", "float8")
+_INSERT_STAGED = """
+WITH staged AS (
+    SELECT s.*, d.id IS NOT NULL AS known FROM reading_stage s LEFT JOIN devices d ON d.id = s.device_id
+), inserted AS (
+    INSERT INTO sensor_readings (device_id, timestamp, temperature, humidity, pressure, gas_resistance)
+    SELECT device_id, timestamp, temperature, humidity, pressure, gas_resistance FROM staged WHERE known
+    ON CONFLICT (device_id, timestamp) DO NOTHING
+    RETURNING device_id, timestamp, temperature, humidity, pressure, gas_resistance
+), counted AS (
+    UPDATE usage_counters SET value = value + (SELECT count(*) FROM inserted)
+    WHERE name = 'readings_ingested' AND EXISTS (SELECT 1 FROM inserted)
+)
+SELECT 'stored', NULL::text, NULL::timestamptz, count(*)::float8, NULL::float8, NULL::float8, NULL::float8
+FROM inserted
+UNION ALL
+SELECT DISTINCT 'unknown', device_id, NULL::timestamptz, NULL::float8, NULL::float8, NULL::float8,
+    NULL::float8
+FROM staged WHERE NOT known
+UNION ALL
+SELECT 'row', * FROM inserted WHERE EXISTS (SELECT 1 FROM alert_rules)
+"""
+_staged_connections: WeakSet[psycopg.Connection] = WeakSet()
+
+
+def ensure_stage(conn: psycopg.Connection) -> None:
+    """Create the session's staging table, once per connection when called outside a transaction.
+
+    Inside one (where a rollback would drop it again) it is created every time.
+    """
+    if conn in _staged_connections:
+        return
+    idle = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    conn.execute(_CREATE_STAGE)
+    if idle:
+        _staged_connections.add(conn)
+
+
+def insert_readings_staged(
+    conn: psycopg.Connection, readings: Sequence[Reading]
+) -> tuple[int, set[str], list[Reading]]:
+    """Store readings of registered devices (duplicates skipped) and count them as ingested.
+
+    For the MQTT consumer's batches: one binary COPY and one statement, in the caller's
+    transaction. Returns (rows inserted, device ids that are not registered, and the inserted
+    readings when alert rules exist, else []). The staging table is per session and emptied at
+    commit (`ensure_stage`).
+    """
+    ensure_stage(conn)
+    with conn.cursor() as cur:
+        with cur.copy(_COPY_STAGE) as copy:
+            copy.set_types(_STAGE_TYPES)
+            for r in readings:
+                copy.write_row(
+                    (r.device_id, r.timestamp, r.temperature, r.humidity, r.pressure, r.gas_resistance)
+                )
+        stored, unknown, rows = 0, set(), []
+        for kind, device, *values in cur.execute(_INSERT_STAGED):
+            if kind == "stored":
+                stored = int(values[1])
+            elif kind == "unknown":
+                unknown.add(device)
+            else:
+                rows.append(Reading(device, *values))
+    return stored, unknown, rows
 
 
 def count_readings(conn: psycopg.Connection, device_id: str, start: datetime, end: datetime, cap: int) -> int:

@@ -16,7 +16,7 @@ from devenv.mosquitto import ADMIN_USER
 from licensing import sign_access_token, sign_license
 from licensing.keys import generate_private_key_pem, public_key_pem
 from tenant_app.config import Settings
-from tenant_app.consumer import Consumer
+from tenant_app.consumer import Consumer, end_session
 from tenant_app.db import TABLES, ensure_schema
 from tenant_app.dynsec import DynsecAdmin
 from tests.tenant_app.helpers import Server
@@ -83,11 +83,23 @@ def broker_admin(mosquitto) -> DynsecAdmin:
 
 
 @pytest.fixture
-def consumer_account(broker_admin) -> tuple[str, str]:
-    """The consumer's account, bound to a client id of this test's own: (client id, password)."""
+def consumer_account(broker_admin, mosquitto) -> Iterator[tuple[str, str]]:
+    """The consumer's account, bound to a client id of this test's own: (client id, password).
+
+    Its session is deleted afterwards: left on the broker, it would stay a member of the shared
+    subscription and take its share of the next tests' readings.
+    """
     client_id = f"ingest-test-{uuid.uuid4().hex[:8]}"
     broker_admin.ensure_consumer("iotistic-ingest", CONSUMER_PASSWORD, client_id)
-    return client_id, CONSUMER_PASSWORD
+    yield client_id, CONSUMER_PASSWORD
+    session = Settings(
+        customer_id=CUSTOMER,
+        mqtt_port=mosquitto.port,
+        mqtt_username="iotistic-ingest",
+        mqtt_password=CONSUMER_PASSWORD,
+        consumer_client_id=client_id,
+    )
+    assert end_session(session), "could not end the test consumer's session"
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def test_a_device_cannot_take_over_the_consumers_or_another_devices_session(
     api, start_consumer, settings, mosquitto
 ):
     consumer = start_consumer()
-    connection_before = consumer._connection
+    connection_before = consumer.connection_number
     mallory, victim = register(api), register(api)
 
     # 1. The consumer's persistent session: its client id, clean_start=False, a device's password.
@@ -84,7 +84,7 @@ def test_a_device_cannot_take_over_the_consumers_or_another_devices_session(
     finally:
         snoop.close()
     # The consumer was never kicked off its session: same connection, still connected.
-    assert consumer.connected.is_set() and consumer._connection == connection_before
+    assert consumer.connected.is_set() and consumer.connection_number == connection_before
 
 
 def test_a_device_publishes_over_websockets_with_its_credentials(api, start_consumer, settings, mosquitto):

@@ -195,6 +195,10 @@ def test_app_environment(deployed):
     pod = mocks.one(DEPLOYMENT, "api").inputs["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["api", "consumer"]
     assert pod["containers"][1]["command"] == ["python", "-m", "tenant_app.consumer"]
+    # Two consumer processes share the subscription; provision creates an account for each.
+    assert _env(pod["containers"][1])["CONSUMER_PROCESSES"] == "2"
+    assert _env(pod["initContainers"][0])["CONSUMER_PROCESSES"] == "2"
+    assert pod["containers"][1]["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
     assert [c["command"] for c in pod["initContainers"]] == [["python", "-m", "tenant_app.provision"]]
     dashboard = _env(_container(mocks, "dashboard"))
     assert dashboard["API_URL"] == "http://api:3001"
@@ -298,6 +302,10 @@ def test_every_pod_fits_the_quota(deployed):
     assert len(containers) == 6  # the API pod runs the MQTT consumer beside it
     assert sum(cpu(c["resources"]["limits"]["cpu"]) for c in containers) <= 4 - 0.5
     assert sum(mem(c["resources"]["limits"]["memory"]) for c in containers) <= 4096 - 512
+    # A rolling update runs a second API pod beside the first: it must fit too.
+    api = mocks.one(DEPLOYMENT, "api").inputs["spec"]["template"]["spec"]["containers"]
+    total = sum(cpu(c["resources"]["limits"]["cpu"]) for c in containers)
+    assert total + sum(cpu(c["resources"]["limits"]["cpu"]) for c in api) <= 4
 
 
 def test_every_kubernetes_object_lets_up_repair_drift(deployed):
