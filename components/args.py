@@ -59,6 +59,10 @@ class CustomerInstanceArgs:
     networking: Networking = field(default_factory=Networking)
     # Unpaid: every workload scaled to zero; the namespace, Secrets, volumes and data stay.
     suspended: bool = False
+    # "production" turns advisory policies (image tags) mandatory; see components/namespace.py.
+    environment: str = "development"
+    # The explicit override that lets a change replace or delete stateful resources (components/stateful.py).
+    allow_stateful_replacement: bool = False
 
     @property
     def namespace(self) -> str:
