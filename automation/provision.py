@@ -6,19 +6,25 @@ Automation API is not safe for concurrent blocking deploys in threads of one pro
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pulumi import automation as auto
 
-from automation.workspace import StackSettings, open_stack
+from automation.workspace import POLICY_PACK, StackSettings, open_stack, stack_cli
 from tenancy.schema import Tenant
 
 TENANT_HASH_KEY = "tenantHash"
+# Where this deployment runs ("production" makes more policies mandatory): written into every
+# customer stack's config as iotistic:environment when set.
+ENVIRONMENT_VARIABLE = "IOTISTIC_ENVIRONMENT"
 # Who manages a stack, exported by the program: reconcile only ever removes its own.
 SOURCE_TENANTS_FILE = "tenants.yaml"
 SOURCE_SIGNUP = "signup"
@@ -35,6 +41,8 @@ class StackResult:
     changes: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    # A preview's findings (automation.stack_preview): steps with diffs, policy violations, errors.
+    details: dict = field(default_factory=dict)
 
 
 def tenant_hash(tenant: Tenant) -> str:
@@ -59,10 +67,12 @@ def tenant_config(
     }
     if kubeconfig:
         config["kubeconfig"] = auto.ConfigValue(kubeconfig)
+    if os.environ.get(ENVIRONMENT_VARIABLE):
+        config["environment"] = auto.ConfigValue(os.environ[ENVIRONMENT_VARIABLE])
     return {f"iotistic:{k}": v for k, v in config.items()}
 
 
-def _error_text(e: Exception) -> str:
+def error_text(e: Exception) -> str:
     """The readable end of an engine failure (its last lines), not a Python traceback."""
     if isinstance(e, auto.CommandError):
         lines = [ln for ln in str(e).splitlines() if ln.strip() and not ln.startswith(" code:")]
@@ -87,11 +97,11 @@ def up_customer(
     try:
         stack = open_stack(tenant.id, settings)
         stack.set_all_config(tenant_config(tenant, license_key, settings.kubeconfig, source, suspended))
-        up = stack.up(on_output=on_output, color="never")
+        up = stack.up(on_output=on_output, color="never", policy_packs=[str(POLICY_PACK)])
         changes = {k: v for k, v in (up.summary.resource_changes or {}).items() if k != "same"}
         return StackResult(tenant.id, "up", True, time.monotonic() - start, changes, _outputs(stack))
     except Exception as e:  # reported in the summary; one tenant's failure never stops the others
-        return StackResult(tenant.id, "up", False, time.monotonic() - start, error=_error_text(e))
+        return StackResult(tenant.id, "up", False, time.monotonic() - start, error=error_text(e))
 
 
 def destroy_customer(
@@ -100,17 +110,53 @@ def destroy_customer(
     on_output: Callable[[str], None] | None = None,
     remove: bool = True,
 ) -> StackResult:
-    """Destroy every resource of the stack (its namespace included), then remove the stack."""
+    """Destroy every resource of the stack (its namespace included), then remove the stack.
+
+    Stateful resources are protected against every other path; removing the customer is the one
+    explicit decision that lifts the protection (components/stateful.py).
+    """
     start = time.monotonic()
     try:
         stack = open_stack(customer_id, settings)
+        unprotect = stack_cli(customer_id, settings, "state", "unprotect", "--all", "--yes")
+        if unprotect.returncode != 0:
+            raise RuntimeError(f"could not unprotect the stack's resources: {unprotect.stderr.strip()}")
         result = stack.destroy(on_output=on_output, color="never")
         if remove:
             stack.workspace.remove_stack(customer_id)
         changes = dict(result.summary.resource_changes or {})
         return StackResult(customer_id, "destroy", True, time.monotonic() - start, changes)
     except Exception as e:
-        return StackResult(customer_id, "destroy", False, time.monotonic() - start, error=_error_text(e))
+        return StackResult(customer_id, "destroy", False, time.monotonic() - start, error=error_text(e))
+
+
+def state_value(value: Any) -> Any:
+    """A value of an exported (decrypted) state: secrets keep a {sig, plaintext} wrapper there."""
+    if isinstance(value, dict) and "plaintext" in value:
+        return json.loads(value["plaintext"])
+    return value
+
+
+def instance_secret_data(resources: list[dict]) -> dict[str, str]:
+    """The instance Secret's values in a stack's exported resources ({} if none).
+
+    The provider keeps them as base64 `data` (the program's `stringData`, converted), one secret.
+    """
+    for r in resources:
+        inputs = r.get("inputs") or {}
+        if r.get("type") == "kubernetes:core/v1:Secret" and (inputs.get("metadata") or {}).get("name") == (
+            "instance-secrets"
+        ):
+            plain = {k: str(state_value(v)) for k, v in (state_value(inputs.get("stringData")) or {}).items()}
+            for k, v in (state_value(inputs.get("data")) or {}).items():
+                plain.setdefault(k, base64.b64decode(str(state_value(v))).decode())
+            return plain
+    return {}
+
+
+def license_from_state(stack: auto.Stack) -> str | None:
+    resources = (stack.export_stack().deployment or {}).get("resources") or []
+    return instance_secret_data(resources).get("IOTISTIC_LICENSE_KEY")
 
 
 @dataclass(frozen=True)
@@ -131,7 +177,8 @@ def deployed_stack(customer_id: str, settings: StackSettings) -> DeployedStack:
     try:
         license_key = stack.get_config("iotistic:licenseKey").value
     except auto.CommandError:
-        license_key = None  # no config file here yet (another machine deployed it): re-signed
+        # No config file here (another machine deployed it): the license it deployed, from the state.
+        license_key = license_from_state(stack) if outputs else None
     value = {k: v.value for k, v in outputs.items()}
     return DeployedStack(
         customer_id, value.get("source"), value.get("tenantHash"), license_key, value.get("instanceUrl", "")
