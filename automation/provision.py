@@ -97,11 +97,42 @@ def up_customer(
     try:
         stack = open_stack(tenant.id, settings)
         stack.set_all_config(tenant_config(tenant, license_key, settings.kubeconfig, source, suspended))
-        up = stack.up(on_output=on_output, color="never", policy_packs=[str(POLICY_PACK)])
+        packs = [str(POLICY_PACK)]
+        # The Automation API's `up` skips the preview, and the pack's stack-wide rules only run
+        # once the program has finished: previewing first refuses a violation before anything changes.
+        violations: list[str] = []
+        try:
+            stack.preview(
+                on_output=on_output,
+                on_event=mandatory_violations(violations),
+                color="never",
+                policy_packs=packs,
+            )
+        except auto.CommandError as e:
+            if not violations:
+                raise
+            refused = "refused by the policy pack:\n" + "\n".join(f"- {v}" for v in violations)
+            return StackResult(
+                tenant.id, "up", False, time.monotonic() - start, error=refused + "\n" + error_text(e)
+            )
+        up = stack.up(on_output=on_output, color="never", policy_packs=packs)
         changes = {k: v for k, v in (up.summary.resource_changes or {}).items() if k != "same"}
         return StackResult(tenant.id, "up", True, time.monotonic() - start, changes, _outputs(stack))
     except Exception as e:  # reported in the summary; one tenant's failure never stops the others
         return StackResult(tenant.id, "up", False, time.monotonic() - start, error=error_text(e))
+
+
+def mandatory_violations(found: list[str]) -> Callable[[auto.EngineEvent], None]:
+    """An event handler that collects "<policy>: <violation>" for each mandatory policy violation."""
+
+    def on_event(event: auto.EngineEvent) -> None:
+        p = event.policy_event
+        if p is not None and p.enforcement_level.lower() == "mandatory":
+            # pulumi-policy sends "<the policy's description>\n<the violation>".
+            message = p.message.strip().split("\n", 1)[-1].strip()
+            found.append(f"{p.policy_name}: {message}")
+
+    return on_event
 
 
 def destroy_customer(
