@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pulumi import automation as auto
 
 from automation.preview import preview
 from automation.preview_report import MARKER, render
 from automation.provision import SOURCE_SIGNUP, up_customer
 from automation.reconcile import LicenseSigner, reconcile
-from automation.workspace import PROJECT_ROOT, StackSettings
+from automation.workspace import PROJECT_ROOT, StackSettings, open_stack
 from licensing.keys import generate_private_key_pem
 from tenancy.schema import Tenant
 
@@ -189,6 +190,38 @@ def test_replacing_postgres_is_flagged_at_the_top_and_refused(env, repo):
     assert f"StatefulSet `customer-{GLOBEX}/postgres` would be replaced — volume data grows" in top
     assert "**refused: the resource is protected**" in top
     assert "unable to replace resource" in result.error
+
+
+def test_the_explicit_override_lets_postgres_be_replaced(env, repo, cluster):
+    settings, _, _ = env
+    stack = open_stack(GLOBEX, settings)
+    stack.set_config("iotistic:allowStatefulReplacement", auto.ConfigValue("true"))
+    bigger = "storage: {storage_class: standard, postgres_size: 20Gi}\n      images"
+    (repo / "tenants.yaml").write_text(
+        TENANTS.replace("storage: {storage_class: standard}\n      images", bigger)
+    )
+    api = cluster.api()
+    sts_path = f"/apis/apps/v1/namespaces/customer-{GLOBEX}/statefulsets/postgres"
+    before = api.get(sts_path)["metadata"]["uid"]
+    try:
+        report, text = run(env)
+        # ...and the deploy path carries the replacement out.
+        _, signer, _ = env
+        deployed = reconcile(repo / "tenants.yaml", settings, signer, parallel=1, destroy_removed=False)
+    finally:
+        stack.remove_config("iotistic:allowStatefulReplacement")
+    [result] = report.results
+    sts = steps(report, GLOBEX)[f"StatefulSet customer-{GLOBEX}/postgres"]
+    assert sts["op"] == "replace" and not sts["refused"], result.error
+    top = text.split("| stack |")[0]
+    assert f"StatefulSet `customer-{GLOBEX}/postgres` would be replaced — volume data grows" in top
+    assert "**refused" not in top
+    assert [(r.stack, r.ok) for r in deployed if r.action == "update"] == [(GLOBEX, True)], [
+        r.error for r in deployed
+    ]
+    replaced = api.get(sts_path)
+    assert replaced["metadata"]["uid"] != before
+    assert replaced["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "20Gi"
 
 
 def test_a_policy_violation_exits_non_zero_with_the_rules_message(env, repo):

@@ -395,3 +395,18 @@ def test_stateful_children_are_protected_and_the_override_marks_them_instead():
         None, DEPLOYMENT, "api", workload(), pulumi.ResourceOptions()
     )
     assert _protect(False)(deployment) is None
+
+
+def test_the_pack_runs_in_the_project_venv_here_and_in_the_billing_image():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent.parent
+    runtime = yaml.safe_load((root / "policy" / "PulumiPolicy.yaml").read_text())["runtime"]
+    assert runtime["name"] == "python" and runtime["options"]["virtualenv"] == "../.venv"
+    # The worker's `up` runs under the pack: the image carries it, pinned, and the venv it names.
+    requirements = (root / "billing" / "requirements.txt").read_text().splitlines()
+    assert "pulumi-policy==1.21.0" in requirements
+    dockerfile = (root / "billing" / "Dockerfile").read_text()
+    assert "COPY policy /app/policy" in dockerfile and "ln -s /opt/venv /app/.venv" in dockerfile
