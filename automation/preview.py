@@ -26,7 +26,7 @@ from automation.engine import PROJECT_ROOT, EngineNotBuilt
 from automation.preview_report import ReportInput, failed, render
 from automation.provision import SOURCE_SIGNUP, SOURCE_TENANTS_FILE, StackResult, deployed_stack
 from automation.reconcile import LicenseSigner, load_signer
-from automation.workspace import StackSettings, list_stacks
+from automation.workspace import DATA, StackSettings, list_stacks
 from tenancy.schema import Tenant, TenantsFileError, load_tenants
 
 # A new tenant previewed without the signing key gets this stand-in (a secret, never deployed).
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = StackSettings.from_env(args.backend, args.kubeconfig)
         signer = None
-        if args.signing_key or os.environ.get("IOTISTIC_LICENSE_SIGNING_KEY_FILE"):
+        # The key reconcile would sign with (the same default); without one, licenses are kept.
+        default_key = DATA / "license-keys" / "license-private.pem"
+        if args.signing_key or os.environ.get("IOTISTIC_LICENSE_SIGNING_KEY_FILE") or default_key.exists():
             signer = load_signer(args.signing_key, args.kid)
         progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 (stdout: the report)
         report = preview(

@@ -162,7 +162,7 @@ def render(inp: ReportInput, max_chars: int = MAX_CHARS) -> str:
     if problems:
         out += ["### ❌ Failed previews and mandatory policy violations", "", *problems, ""]
     out += summary_table(inp) + [""] + inp.notes + ([""] if inp.notes else [])
-    text = "\n".join(out)
+    text = "\n".join(out) + "\n"  # a blank line: HTML right after a table would join the table
     sections = [
         r
         for r in sorted(inp.results, key=lambda r: r.stack)
