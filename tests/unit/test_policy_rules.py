@@ -410,3 +410,24 @@ def test_the_pack_runs_in_the_project_venv_here_and_in_the_billing_image():
     assert "pulumi-policy==1.21.0" in requirements
     dockerfile = (root / "billing" / "Dockerfile").read_text()
     assert "COPY policy /app/policy" in dockerfile and "ln -s /opt/venv /app/.venv" in dockerfile
+
+
+def test_production_is_stack_config_written_from_iotistic_environment_and_labels_the_namespace(monkeypatch):
+    from automation.provision import tenant_config
+    from tenancy.schema import Tenant
+
+    tenant = Tenant("acme", "ops@acme.example", "ACME")
+    assert "iotistic:environment" not in tenant_config(tenant, "jwt", None, "tenants.yaml")
+    monkeypatch.setenv("IOTISTIC_ENVIRONMENT", "production")
+    assert tenant_config(tenant, "jwt", None, "tenants.yaml")["iotistic:environment"].value == "production"
+
+    resources = rendered(
+        lambda: CustomerInstance(
+            "acme",
+            CustomerInstanceArgs(
+                "acme", "ops@acme.example", "ACME", pulumi.Output.secret("jwt"), environment="production"
+            ),
+        )
+    )
+    assert rules.is_production(resources)
+    assert rules.image_tag_problems(resources)  # `latest` images: refused by image-tags-production
