@@ -71,9 +71,9 @@ def main() -> None:
         work = Path(tmp)
         settings = StackSettings.in_folder(work, "bench-passphrase", str(cluster.kubeconfig))
         signer = LicenseSigner(generate_private_key_pem(), "bench-1")
+        tenants_file = work / "tenants.yaml"
         try:
             tenants = [tenant(f"{tag}-{i:02d}", i) for i in range(args.customers)]
-            tenants_file = work / "tenants.yaml"
             tenants_file.write_text(tenants_yaml(tenants))
             print(f"deploying {args.customers} customers (reconcile --parallel 4)…", flush=True)
             start = time.perf_counter()
@@ -105,7 +105,9 @@ def main() -> None:
             )
         finally:
             print("destroying…", flush=True)
-            left = clean_up(settings, api, tag)
+            tenants_file.write_text("tenants: []\n")
+            reconcile(tenants_file, settings, signer, parallel=4, destroy_removed=True)
+            left = clean_up(settings, api, tag)  # whatever is left, one by one
     load_after = load_average()
     if started_cluster:
         cluster.stop()
