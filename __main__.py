@@ -63,6 +63,10 @@ def tenant_from_file() -> Tenant:
 
 
 provider_opts = pulumi.ResourceOptions(providers=[kubernetes_provider()])
+# "production" makes the image-tag policy mandatory; the override lets a change replace or delete
+# stateful resources (namespace, Postgres, volumes), which are protected otherwise.
+environment = config.get("environment") or "development"
+allow_stateful_replacement = config.get_bool("allowStatefulReplacement") or False
 
 if stack == PLATFORM_STACK:
     platform = BillingPlatform(
@@ -77,6 +81,8 @@ if stack == PLATFORM_STACK:
             state_backend_url=config.get("stateBackendUrl") or "",
             state_passphrase=config.get_secret("statePassphrase") or "",
             worker_replicas=config.get_int("workerReplicas") or 1,
+            environment=environment,
+            allow_stateful_replacement=allow_stateful_replacement,
         ),
         opts=provider_opts,
     )
@@ -100,6 +106,8 @@ else:
             suspended=config.get_bool("suspended") or False,
             placement=tenant.placement(),
             license_public_key=config.get("licensePublicKey"),
+            environment=environment,
+            allow_stateful_replacement=allow_stateful_replacement,
         ),
         opts=provider_opts,
     )

@@ -1,6 +1,7 @@
 """One stack operation in its own process, with a timeout: the deploy path every caller shares.
 
-The signup worker (billing's job queue) and the reconcile command both call `run_job(job)`. It
+The signup worker (billing's job queue), the reconcile command and the preview command (action
+"preview") all call `run_job(job)`. It
 starts `python -m automation.deploy` in a new process group, hands it the job on stdin (secrets
 never on a command line), streams the engine's output for progress, and reads one JSON result
 line. The child runs `up` or `destroy` through the Automation API and:
@@ -54,7 +55,7 @@ _LOCK = re.compile(r"created by (?P<user>[^@\s]+)@(?P<host>\S+) \(pid (?P<pid>\d
 class DeployJob:
     """What to do to which stack; everything a fresh process on any machine needs."""
 
-    action: str  # "up" | "destroy"
+    action: str  # "up" | "destroy" | "preview" | "preview-destroy"
     stack: str
     settings: StackSettings
     tenant: Tenant | None = None
@@ -62,6 +63,10 @@ class DeployJob:
     source: str = SOURCE_SIGNUP
     suspended: bool = False
     remove_stack: bool = True
+    # Previews: the shared stack config to start from (settings has a private config dir), and
+    # whether the policy pack runs (always, but for the benchmark's baseline).
+    shared_config_dir: str | None = None
+    with_policy: bool = True
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -222,6 +227,21 @@ def _attempt(job: DeployJob, log: Callable[[str], None]) -> StackResult:
         )
     if job.action == "destroy":
         return destroy_customer(job.stack, job.settings, log, remove=job.remove_stack)
+    if job.action in ("preview", "preview-destroy"):
+        from automation.stack_preview import preview_stack
+
+        shared = Path(job.shared_config_dir) if job.shared_config_dir else None
+        return preview_stack(
+            job.stack,
+            job.settings,
+            shared,
+            job.tenant,
+            job.license_key,
+            job.source,
+            destroy=job.action == "preview-destroy",
+            with_policy=job.with_policy,
+            log=log,
+        )
     raise ValueError(f"unknown action {job.action!r}")
 
 

@@ -6,22 +6,28 @@ Automation API is not safe for concurrent blocking deploys in threads of one pro
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 from pulumi import automation as auto
 
-from automation.workspace import StackSettings, open_stack, set_secret
+from automation.workspace import POLICY_PACK, StackSettings, open_stack, set_secret, stack_cli
 from tenancy.schema import Tenant
 
 TENANT_HASH_KEY = "tenantHash"
 LICENSE_KEY = "licenseKey"
+# Where this deployment runs ("production" makes more policies mandatory): written into every
+# customer stack's config as iotistic:environment when set.
+ENVIRONMENT_VARIABLE = "IOTISTIC_ENVIRONMENT"
 # Who manages a stack, exported by the program: reconcile only ever removes its own.
 SOURCE_TENANTS_FILE = "tenants.yaml"
 SOURCE_SIGNUP = "signup"
@@ -38,6 +44,8 @@ class StackResult:
     changes: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    # A preview's findings (automation.stack_preview): steps with diffs, policy violations, errors.
+    details: dict = field(default_factory=dict)
 
 
 def tenant_hash(tenant: Tenant) -> str:
@@ -45,10 +53,13 @@ def tenant_hash(tenant: Tenant) -> str:
     return hashlib.sha256(json.dumps(asdict(tenant), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def license_expiry(license_key: str) -> str:
+def license_expiry(license_key: str) -> str | None:
     """The license's `exp` as ISO 8601 (read, not verified: it is bookkeeping for renewals)."""
-    claims = jwt.decode(license_key, options={"verify_signature": False})
-    return datetime.fromtimestamp(claims["exp"], UTC).isoformat()
+    try:
+        claims = jwt.decode(license_key, options={"verify_signature": False})
+        return datetime.fromtimestamp(claims["exp"], UTC).isoformat()
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def tenant_config(
@@ -72,17 +83,38 @@ def tenant_config(
         "company": auto.ConfigValue(tenant.company),
         "plan": auto.ConfigValue(tenant.plan),
         "overrides": auto.ConfigValue(json.dumps(tenant.overrides)),
-        "licenseExpiresAt": auto.ConfigValue(license_expiry(license_key)),
         TENANT_HASH_KEY: auto.ConfigValue(tenant_hash(tenant)),
     }
+    if expires := license_expiry(license_key):
+        config["licenseExpiresAt"] = auto.ConfigValue(expires)
     if kubeconfig:
         config["kubeconfig"] = auto.ConfigValue(kubeconfig)
     if license_public_key:
         config["licensePublicKey"] = auto.ConfigValue(license_public_key)
+    if os.environ.get(ENVIRONMENT_VARIABLE):
+        config["environment"] = auto.ConfigValue(os.environ[ENVIRONMENT_VARIABLE])
     return {f"iotistic:{k}": v for k, v in config.items()}
 
 
-def _error_text(e: Exception, limit: int = 20) -> str:
+def write_stack_config(
+    stack: auto.Stack,
+    tenant: Tenant,
+    license_key: str,
+    settings: StackSettings,
+    source: str,
+    suspended: bool = False,
+) -> None:
+    """The customer's stack config: plaintext values in one call, the license as a secret via stdin."""
+    stack.set_all_config(
+        tenant_config(
+            tenant, license_key, settings.kubeconfig, source, suspended, settings.license_public_key
+        )
+    )
+    if license_key:
+        set_secret(stack, f"iotistic:{LICENSE_KEY}", license_key)
+
+
+def error_text(e: Exception, limit: int = 20) -> str:
     """What an engine failure says, not a Python traceback: its diagnostics (the `error:` lines
     with the resource each belongs to) when it printed any, else its last lines."""
     if not isinstance(e, auto.CommandError):
@@ -116,16 +148,44 @@ def up_customer(
     start = time.monotonic()
     try:
         stack = open_stack(tenant.id, settings)
-        config = tenant_config(
-            tenant, license_key, settings.kubeconfig, source, suspended, settings.license_public_key
-        )
-        stack.set_all_config(config)
-        set_secret(stack, f"iotistic:{LICENSE_KEY}", license_key)
-        up = stack.up(on_output=on_output, color="never")
+        write_stack_config(stack, tenant, license_key, settings, source, suspended)
+        packs = [str(POLICY_PACK)]
+        # The Automation API's `up` skips the preview, and the pack's stack-wide rules only run
+        # once the program has finished: previewing first refuses a violation before anything changes.
+        violations: list[str] = []
+        try:
+            stack.preview(
+                on_output=on_output,
+                on_event=mandatory_violations(violations),
+                color="never",
+                policy_packs=packs,
+            )
+        except auto.CommandError as e:
+            # Anything but the policy is left to `up`, which reports its own errors (a provider's
+            # dry run can fail where the update works: a named StatefulSet replaced under the
+            # explicit override is deleted before it is created again).
+            if violations:
+                refused = "refused by the policy pack:\n" + "\n".join(f"- {v}" for v in violations)
+                error = refused + "\n" + error_text(e)
+                return StackResult(tenant.id, "up", False, time.monotonic() - start, error=error)
+        up = stack.up(on_output=on_output, color="never", policy_packs=packs)
         changes = {k: v for k, v in (up.summary.resource_changes or {}).items() if k != "same"}
         return StackResult(tenant.id, "up", True, time.monotonic() - start, changes, _outputs(up.outputs))
     except Exception as e:  # reported in the summary; one tenant's failure never stops the others
-        return StackResult(tenant.id, "up", False, time.monotonic() - start, error=_error_text(e))
+        return StackResult(tenant.id, "up", False, time.monotonic() - start, error=error_text(e))
+
+
+def mandatory_violations(found: list[str]) -> Callable[[auto.EngineEvent], None]:
+    """An event handler that collects "<policy>: <violation>" for each mandatory policy violation."""
+
+    def on_event(event: auto.EngineEvent) -> None:
+        p = event.policy_event
+        if p is not None and p.enforcement_level.lower() == "mandatory":
+            # pulumi-policy sends "<the policy's description>\n<the violation>".
+            message = p.message.strip().split("\n", 1)[-1].strip()
+            found.append(f"{p.policy_name}: {message}")
+
+    return on_event
 
 
 def destroy_customer(
@@ -134,17 +194,53 @@ def destroy_customer(
     on_output: Callable[[str], None] | None = None,
     remove: bool = True,
 ) -> StackResult:
-    """Destroy every resource of the stack (its namespace included), then remove the stack."""
+    """Destroy every resource of the stack (its namespace included), then remove the stack.
+
+    Stateful resources are protected against every other path; removing the customer is the one
+    explicit decision that lifts the protection (components/stateful.py).
+    """
     start = time.monotonic()
     try:
         stack = open_stack(customer_id, settings)
+        unprotect = stack_cli(customer_id, settings, "state", "unprotect", "--all", "--yes")
+        if unprotect.returncode != 0:
+            raise RuntimeError(f"could not unprotect the stack's resources: {unprotect.stderr.strip()}")
         result = stack.destroy(on_output=on_output, color="never")
         if remove:
             stack.workspace.remove_stack(customer_id)
         changes = dict(result.summary.resource_changes or {})
         return StackResult(customer_id, "destroy", True, time.monotonic() - start, changes)
     except Exception as e:
-        return StackResult(customer_id, "destroy", False, time.monotonic() - start, error=_error_text(e))
+        return StackResult(customer_id, "destroy", False, time.monotonic() - start, error=error_text(e))
+
+
+def state_value(value: Any) -> Any:
+    """A value of an exported (decrypted) state: secrets keep a {sig, plaintext} wrapper there."""
+    if isinstance(value, dict) and "plaintext" in value:
+        return json.loads(value["plaintext"])
+    return value
+
+
+def instance_secret_data(resources: list[dict]) -> dict[str, str]:
+    """The instance Secret's values in a stack's exported resources ({} if none).
+
+    The provider keeps them as base64 `data` (the program's `stringData`, converted), one secret.
+    """
+    for r in resources:
+        inputs = r.get("inputs") or {}
+        if r.get("type") == "kubernetes:core/v1:Secret" and (inputs.get("metadata") or {}).get("name") == (
+            "instance-secrets"
+        ):
+            plain = {k: str(state_value(v)) for k, v in (state_value(inputs.get("stringData")) or {}).items()}
+            for k, v in (state_value(inputs.get("data")) or {}).items():
+                plain.setdefault(k, base64.b64decode(str(state_value(v))).decode())
+            return plain
+    return {}
+
+
+def license_from_state(stack: auto.Stack) -> str | None:
+    resources = (stack.export_stack().deployment or {}).get("resources") or []
+    return instance_secret_data(resources).get("IOTISTIC_LICENSE_KEY")
 
 
 @dataclass(frozen=True)
@@ -165,7 +261,8 @@ def deployed_stack(customer_id: str, settings: StackSettings) -> DeployedStack:
     try:
         license_key = stack.get_config(f"iotistic:{LICENSE_KEY}").value
     except auto.CommandError:
-        license_key = None  # no config file here yet (another machine deployed it): re-signed
+        # No config file here (another machine deployed it): the license it deployed, from the state.
+        license_key = license_from_state(stack) if outputs else None
     value = {k: v.value for k, v in outputs.items()}
     return DeployedStack(
         customer_id, value.get("source"), value.get("tenantHash"), license_key, value.get("instanceUrl", "")

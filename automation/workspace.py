@@ -26,6 +26,8 @@ from automation.engine import PROJECT_ROOT, Engine, locate_engine
 
 DATA = Path(os.environ.get("IOTISTIC_DATA", PROJECT_ROOT / ".data"))
 PROJECT_NAME = "iotistic"
+# Every preview and up of a stack runs under the project's policy pack (policy/).
+POLICY_PACK = PROJECT_ROOT / "policy"
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,17 @@ def _workspace_options(work_dir: Path, settings: StackSettings, engine: Engine) 
     )
 
 
-def open_stack(stack_name: str, settings: StackSettings, engine: Engine | None = None) -> auto.Stack:
-    """Create or select `stack_name` in its own work dir, on the configured backend."""
+def open_stack(
+    stack_name: str, settings: StackSettings, engine: Engine | None = None, create: bool = True
+) -> auto.Stack:
+    """Create or select `stack_name` in its own work dir, on the configured backend.
+
+    With `create=False` a stack missing from the backend raises auto.StackNotFoundError.
+    """
     work_dir = settings.work_root / stack_name
     opts = _workspace_options(work_dir, settings, engine or locate_engine())
+    if not create:
+        return auto.select_stack(stack_name, work_dir=str(work_dir), opts=opts)
     return auto.create_or_select_stack(stack_name, work_dir=str(work_dir), opts=opts)
 
 
@@ -153,6 +162,18 @@ def set_secret(stack: auto.Stack, key: str, value: str) -> None:
     )
     if proc.returncode != 0:
         raise auto.CommandError(CommandResult(stdout=proc.stdout, stderr=proc.stderr, code=proc.returncode))
+
+
+def stack_cli(
+    stack_name: str, settings: StackSettings, *args: str, engine: Engine | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `pulumi <args> --stack <name>` in the stack's work dir; for what the Automation API lacks."""
+    engine = engine or locate_engine()
+    work_dir = settings.work_root / stack_name
+    opts = _workspace_options(work_dir, settings, engine)
+    return engine.cli(
+        *args, "--stack", stack_name, cwd=work_dir, env={**os.environ, **opts.env_vars}, timeout=timeout
+    )
 
 
 def list_stacks(settings: StackSettings, engine: Engine | None = None) -> list[str]:

@@ -80,6 +80,10 @@ class CustomerInstanceArgs:
     # The platform's license public key (PEM). When set, the instance verifies its license with it
     # instead of fetching the billing service's key set: for clusters that cannot reach billing.
     license_public_key: str | None = None
+    # "production" turns advisory policies (image tags) mandatory; see components/namespace.py.
+    environment: str = "development"
+    # The explicit override that lets a change replace or delete stateful resources (components/stateful.py).
+    allow_stateful_replacement: bool = False
 
     @property
     def namespace(self) -> str:

@@ -16,6 +16,7 @@ from components.placement import placed
 from components.postgres import postgres
 from components.quota import quota
 from components.secrets import instance_secrets
+from components.stateful import protected
 from components.suspension import suspended
 from tenant_app.config import MQTT_WEBSOCKET_PATH
 
@@ -31,15 +32,16 @@ class CustomerInstance(pulumi.ComponentResource):
     database_password: pulumi.Output[str]
 
     def __init__(self, name: str, args: CustomerInstanceArgs, opts: pulumi.ResourceOptions | None = None):
+        opts = protected(owned(opts), args.allow_stateful_replacement)
         super().__init__(
             "iotistic:index:CustomerInstance",
             name,
             None,
-            placed(suspended(owned(opts), args.suspended), args.placement),
+            placed(suspended(opts, args.suspended), args.placement),
         )
         child = pulumi.ResourceOptions(parent=self)
 
-        ns = customer_namespace(args.namespace, args.customer_id, args.plan, child)
+        ns = customer_namespace(args.namespace, args.customer_id, args.plan, child, args.environment)
         # Everything else lives in the namespace, so it is created after it and deleted before it.
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
         namespace = ns.metadata["name"]

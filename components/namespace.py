@@ -13,13 +13,34 @@ POD_SECURITY_LABELS = {
 }
 
 
-def namespace_labels(customer_id: str, plan: str) -> dict[str, str]:
-    return {"customer-id": customer_id, **MANAGED_BY, "iotistic.io/plan": plan, **POD_SECURITY_LABELS}
+# Read back by policy/ (and anyone with kubectl): whose namespace it is, its plan, its environment.
+CUSTOMER_LABEL = "customer-id"
+PLAN_LABEL = "iotistic.io/plan"
+# "production" makes the policy pack's image-tag rule mandatory (stack config iotistic:environment).
+ENVIRONMENT_LABEL = "iotistic.io/environment"
+PRODUCTION = "production"
+DEFAULT_ENVIRONMENT = "development"
 
 
-def customer_namespace(name: str, customer_id: str, plan: str, opts: pulumi.ResourceOptions):
+def namespace_labels(customer_id: str, plan: str, environment: str = DEFAULT_ENVIRONMENT) -> dict[str, str]:
+    return {
+        CUSTOMER_LABEL: customer_id,
+        **MANAGED_BY,
+        PLAN_LABEL: plan,
+        ENVIRONMENT_LABEL: environment,
+        **POD_SECURITY_LABELS,
+    }
+
+
+def customer_namespace(
+    name: str,
+    customer_id: str,
+    plan: str,
+    opts: pulumi.ResourceOptions,
+    environment: str = DEFAULT_ENVIRONMENT,
+):
     return k8s.core.v1.Namespace(
         "namespace",
-        metadata={"name": name, "labels": namespace_labels(customer_id, plan)},
+        metadata={"name": name, "labels": namespace_labels(customer_id, plan, environment)},
         opts=opts,
     )

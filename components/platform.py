@@ -15,10 +15,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.args import Images, Networking, Storage
-from components.namespace import POD_SECURITY_LABELS
+from components.namespace import DEFAULT_ENVIRONMENT, ENVIRONMENT_LABEL, POD_SECURITY_LABELS
 from components.ownership import owned
 from components.postgres import postgres
 from components.secrets import database_url, opaque_secret, random_password
+from components.stateful import protected
 from components.workload import (
     MANAGED_BY,
     Resources,
@@ -94,6 +95,8 @@ class BillingPlatformArgs:
     storage: Storage = field(default_factory=Storage)
     image_tag: str = "latest"
     worker_replicas: int = 1
+    environment: str = DEFAULT_ENVIRONMENT
+    allow_stateful_replacement: bool = False
 
 
 class BillingPlatform(pulumi.ComponentResource):
@@ -106,11 +109,19 @@ class BillingPlatform(pulumi.ComponentResource):
     admin_token: pulumi.Output[str]
 
     def __init__(self, name: str, args: BillingPlatformArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("iotistic:index:BillingPlatform", name, None, owned(opts))
+        super().__init__(
+            "iotistic:index:BillingPlatform",
+            name,
+            None,
+            protected(owned(opts), args.allow_stateful_replacement),
+        )
         child = pulumi.ResourceOptions(parent=self)
         ns = k8s.core.v1.Namespace(
             "namespace",
-            metadata={"name": NAMESPACE, "labels": {**MANAGED_BY, **POD_SECURITY_LABELS}},
+            metadata={
+                "name": NAMESPACE,
+                "labels": {**MANAGED_BY, **POD_SECURITY_LABELS, ENVIRONMENT_LABEL: args.environment},
+            },
             opts=child,
         )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])

@@ -24,6 +24,10 @@ DATA_RETENTION_DAYS = "dataRetentionDays"
 MAX_ALERT_RULES = "maxAlertRules"
 
 DEFAULT_RETENTION_DAYS = 90
+# The Postgres volume every instance of a plan gets at least (policy/ refuses a smaller one). The
+# same for every plan today: a claim template cannot grow in place, so a plan change that needed a
+# bigger volume would replace the StatefulSet; raise one only together with an in-place expansion.
+DEFAULT_POSTGRES_STORAGE = "10Gi"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Plan:
     name: str
     features: tuple[str, ...]
     limits: Mapping[str, int] = field(default_factory=dict)
+    postgres_storage: str = DEFAULT_POSTGRES_STORAGE
 
     def claims(self) -> dict:
         """The `plan`, `features` and `limits` claims of a license for this plan."""

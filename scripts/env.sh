@@ -43,5 +43,14 @@ export PULUMI_VERSION=3.259.0
 export PULUMI_KUBERNETES_VERSION=4.25.0
 export PULUMI_RANDOM_VERSION=4.21.1
 
+# `pulumi preview` and `pulumi up` typed in this shell run under the project's policy pack
+# (policy/), as reconcile, the signup worker and the preview command do: no path skips the rules.
+pulumi() {
+  case "${1:-}" in
+    preview | up | update) command pulumi "$1" --policy-pack "$IOTISTIC_ROOT/policy" "${@:2}" ;;
+    *) command pulumi "$@" ;;
+  esac
+}
+
 iotistic_log() { printf '\033[1m[iotistic]\033[0m %s\n' "$*" >&2; }
 iotistic_die() { printf '\033[31m[iotistic] error:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -81,6 +81,8 @@ def test_plain_cli_from_the_root_sees_the_reconciled_stack_unchanged(reconciled)
     preview = cli(data, backend, f"pulumi preview -s {name} --expect-no-changes --non-interactive")
     assert preview.returncode == 0, preview.stdout + preview.stderr
     assert "kubeconfig" not in preview.stdout  # the provider keeps its cluster: nothing to drop
+    # env.sh runs the CLI's previews and ups under the project's policy pack, like every other path.
+    assert "iotistic@v1.0.0 (local: " in preview.stdout, preview.stdout
 
     refresh = cli(data, backend, f"pulumi refresh -s {name} --yes --skip-preview --non-interactive")
     assert refresh.returncode == 0, refresh.stdout + refresh.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
+from automation.provision import destroy_customer
 from automation.workspace import StackSettings, open_stack
 from licensing.keys import generate_private_key_pem
 from tests.cluster.conftest import wait_until
@@ -53,11 +54,21 @@ def test_platform_stack_up_and_destroy(tmp_path: Path, cluster):
         deployer = {"kind": "ServiceAccount", "name": "billing-deployer", "namespace": "billing"}
         assert binding["subjects"] == [deployer]
 
+        # The billing data is protected like a customer's: namespace, Postgres and its volume.
+        protected = {
+            r["type"].rsplit(":", 1)[-1]
+            for r in stack.export_stack().deployment["resources"]
+            if r.get("protect")
+        }
+        assert protected == {"Namespace", "StatefulSet"}
+
         # The keys never reach the stored state in plaintext.
         stored = "".join(p.read_text() for p in state.rglob("*.json"))
         for value in ("sk_test_platform_e2e", "whsec_platform_e2e", signing_key.splitlines()[1]):
             assert value not in stored
     finally:
-        stack.destroy(color="never")
+        # Protected resources: the destroy path unprotects them first, as for a customer.
+        destroyed = destroy_customer("platform", settings)
+    assert destroyed.ok, destroyed.error
     wait_until(lambda: api.get("/api/v1/namespaces/billing") is None, 120, "the billing namespace to go")
     assert api.get(f"{RBAC}/clusterroles/iotistic-billing-deployer") is None

@@ -58,7 +58,7 @@ def test_an_engine_failure_reads_as_its_diagnostics_not_its_summary():
     from pulumi import automation as auto
     from pulumi.automation._cmd import CommandResult
 
-    from automation.provision import _error_text
+    from automation.provision import error_text
 
     stdout = (
         "Updating (acme):\n +  pulumi:pulumi:Stack iotistic-acme creating\n"
@@ -68,6 +68,6 @@ def test_an_engine_failure_reads_as_its_diagnostics_not_its_summary():
         "  pulumi:pulumi:Stack (iotistic-acme):\n    error: update failed\n\n"
         "Resources:\n    + 3 created\n    2 errored\n\nDuration: 7s\n"
     )
-    text = _error_text(auto.CommandError(CommandResult(stdout=stdout, stderr="", code=255)))
+    text = error_text(auto.CommandError(CommandResult(stdout=stdout, stderr="", code=255)))
     assert "customer namespaces are frozen" in text and "Namespace (namespace)" in text
     assert "Duration" not in text and "Traceback" not in text

@@ -12,10 +12,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
@@ -168,6 +170,81 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return &pulumirpc.RunResponse{Error: fmt.Sprintf("Problem executing program (could not run language executor): %v", err)}, nil
 	}
 	return &pulumirpc.RunResponse{}, nil
+}
+
+// RunPlugin runs a plugin written in Python, such as a policy pack (Kind "analyzer"): `python
+// <ProgramDirectory> <Args...>` in the plugin's virtualenv (runtime option `virtualenv`, default
+// "venv" beside the plugin), in req.Pwd with req.Env added. Its stdout and stderr are streamed to
+// the engine (which reads the analyzer's gRPC port from the first stdout line), then its exit code.
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer) error {
+	info := req.GetInfo()
+	if info == nil || info.GetProgramDirectory() == "" {
+		return errors.New("RunPlugin needs the plugin's program info (its directory)")
+	}
+	opts := toolchain.PythonOptions{
+		Toolchain:  toolchain.Pip,
+		Root:       info.GetRootDirectory(),
+		ProgramDir: info.GetProgramDirectory(),
+		Virtualenv: "venv", // like upstream: never the ambient Python for a plugin
+	}
+	if opts.Root == "" {
+		opts.Root = opts.ProgramDir
+	}
+	if o := info.GetOptions(); o != nil {
+		if v, ok := o.AsMap()["virtualenv"].(string); ok && v != "" {
+			opts.Virtualenv = v
+		}
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return fmt.Errorf("resolving the Python toolchain of the plugin in %s: %w", opts.ProgramDir, err)
+	}
+	if err := tc.ValidateVenv(server.Context()); err != nil {
+		return fmt.Errorf("the plugin's virtualenv %q is not usable: %w", opts.Virtualenv, err)
+	}
+	cmd, err := tc.Command(server.Context(), append([]string{"-u", info.GetProgramDirectory()}, req.GetArgs()...)...)
+	if err != nil {
+		return err
+	}
+	closer, stdout, stderr, err := rpcutil.MakeRunPluginStreams(server, false)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, req.GetEnv()...)
+	cmd.Dir = req.GetPwd()
+	// exec copies stdout and stderr in two goroutines; a gRPC stream takes one Send at a time.
+	var sending sync.Mutex
+	cmd.Stdout, cmd.Stderr = &lockedWriter{&sending, stdout}, &lockedWriter{&sending, stderr}
+
+	code := 0
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) {
+			return fmt.Errorf("running the plugin in %s: %w", opts.ProgramDir, err)
+		}
+		code = exitErr.ExitCode()
+	}
+	// Flush what the plugin printed before the exit code reaches the engine.
+	if err := closer.Close(); err != nil {
+		return err
+	}
+	return server.Send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(code)}})
+}
+
+// lockedWriter serialises writes that share one gRPC stream.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest, server pulumirpc.LanguageRuntime_InstallDependenciesServer) error {
