@@ -1,8 +1,10 @@
 """`python -m automation.reconcile`: make the customer stacks match tenants.yaml.
 
 Creates or updates missing and changed tenants, leaves unchanged ones alone, reports stacks whose
-tenant was removed (destroys them only with --destroy-removed), runs at most --parallel deploys
-at once, each in its own process, and ends with a summary table. tenants.yaml is validated before
+tenant was removed (destroys them only with --destroy-removed), renews licenses that run out within
+30 days, runs at most --parallel deploys at once (by default as many as free memory holds), each in
+its own process, and ends with a summary table. What is unchanged is decided from the stacks'
+checkpoints alone (automation.bookkeeping): no engine run per stack. tenants.yaml is validated before
 any stack is touched. Deploys take the same path as the signup worker's (automation.deploy:
 a process each, a timeout, orphaned locks cleared).
 """
@@ -17,16 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from automation.bookkeeping import DeployedStack, deployed_stacks
 from automation.deploy import DeployJob, run_job
 from automation.engine import PROJECT_ROOT, EngineNotBuilt
-from automation.provision import (
-    SOURCE_TENANTS_FILE,
-    DeployedStack,
-    StackResult,
-    deployed_stack,
-    tenant_hash,
-)
-from automation.workspace import DATA, StackSettings, ensure_s3_backend, list_stacks
+from automation.parallelism import auto_parallelism
+from automation.provision import SOURCE_TENANTS_FILE, StackResult, deployed_stack, tenant_hash
+from automation.workspace import DATA, StackSettings, ensure_s3_backend
 from components.platform import STACK as PLATFORM_STACK
 from licensing.keys import public_key_pem
 from licensing.tokens import LicenseError, PemKeySource, sign_license, verify_license
@@ -42,14 +40,24 @@ class ReconcilePlan:
 
     create: list[Tenant] = field(default_factory=list)
     update: list[Tenant] = field(default_factory=list)
+    # Unchanged, but the license deployed runs out within RENEW_WHEN_DAYS_LEFT: deployed again.
+    renew: list[Tenant] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     # tenants.yaml ids that belong to a signup customer's stack: never taken over.
     conflicts: list[str] = field(default_factory=list)
 
 
-def plan_reconcile(tenants: list[Tenant], deployed: dict[str, DeployedStack]) -> ReconcilePlan:
-    """Compare tenants.yaml with what the backend says was last deployed successfully."""
+def plan_reconcile(
+    tenants: list[Tenant], deployed: dict[str, DeployedStack], now: datetime | None = None
+) -> ReconcilePlan:
+    """Compare tenants.yaml with what the backend says was last deployed successfully.
+
+    Decided from the stacks' bookkeeping outputs alone (automation.bookkeeping), so a re-run of
+    1,000 unchanged tenants costs no engine run at all.
+    """
+    now = now or datetime.now(UTC)
+    renew_before = now + timedelta(days=RENEW_WHEN_DAYS_LEFT)
     plan = ReconcilePlan()
     wanted = {t.id for t in tenants}
     for tenant in tenants:
@@ -60,6 +68,8 @@ def plan_reconcile(tenants: list[Tenant], deployed: dict[str, DeployedStack]) ->
             plan.create.append(tenant)
         elif current.tenant_hash != tenant_hash(tenant):
             plan.update.append(tenant)
+        elif current.license_expires_at is not None and current.license_expires_at <= renew_before:
+            plan.renew.append(tenant)
         else:
             plan.unchanged.append(tenant.id)
     # Only stacks this command created may be reported as removed: signup stacks are not ours.
@@ -138,12 +148,12 @@ def reconcile(
     tenants = load_tenants(tenants_file)  # raises TenantsFileError before anything is touched
     if settings.backend_url.startswith("s3://"):
         ensure_s3_backend(settings.backend_url, dict(settings.extra_env))
-    names = [n for n in list_stacks(settings) if n != PLATFORM_STACK]
-    with ThreadPoolExecutor(max_workers=4) as reads:  # read-only CLI calls
-        deployed = dict(zip(names, reads.map(lambda n: deployed_stack(n, settings), names), strict=True))
+    # One read of every checkpoint, no engine run: the platform's own stack is not a tenant's.
+    deployed = {n: d for n, d in deployed_stacks(settings).items() if n != PLATFORM_STACK}
     plan = plan_reconcile(tenants, deployed)
+    renewing = f", {len(plan.renew)} licenses to renew" if plan.renew else ""
     print(
-        f"reconcile: {len(plan.create)} to create, {len(plan.update)} to update, "
+        f"reconcile: {len(plan.create)} to create, {len(plan.update)} to update{renewing}, "
         f"{len(plan.unchanged)} unchanged, {len(plan.removed)} removed from {tenants_file.name}",
         flush=True,
     )
@@ -167,20 +177,30 @@ def reconcile(
     if dry_run:
         results += [StackResult(t.id, "would create") for t in plan.create]
         results += [StackResult(t.id, "would update") for t in plan.update]
+        results += [StackResult(t.id, "would renew the license") for t in plan.renew]
         return results
-    if (plan.create or plan.update) and signer is None:
+    if (plan.create or plan.update or plan.renew) and signer is None:
         raise SystemExit("error: a license signing key is needed to deploy tenants")
 
     now = datetime.now(UTC)
+    # The licenses deployed are read only for the stacks about to change (a CLI call each): an
+    # update keeps a still-valid license of the same plan, so its pods do not roll for nothing.
+    changing = [t.id for t in plan.update + plan.renew]
+    with ThreadPoolExecutor(max_workers=4) as reads:
+        licenses = reads.map(lambda n: deployed_stack(n, settings).license_key, changing)
+        current = dict(zip(changing, licenses, strict=True))
     work: list[tuple[str, DeployJob]] = []
-    for action, group in (("create", plan.create), ("update", plan.update)):
+    for action, group in (("create", plan.create), ("update", plan.update), ("renew", plan.renew)):
         for tenant in group:
-            current = deployed.get(tenant.id)
-            license_key = signer.license_for(tenant, current.license_key if current else None, now)
+            license_key = signer.license_for(tenant, current.get(tenant.id), now)
             job = DeployJob("up", tenant.id, settings, tenant, license_key, SOURCE_TENANTS_FILE)
             work.append((action, job))
     if destroy_removed:
         work += [("destroy", DeployJob("destroy", name, settings)) for name in plan.removed]
+    if parallel <= 0:
+        parallel = auto_parallelism(len(work))
+    if work:
+        print(f"reconcile: {len(work)} deploys, {parallel} at a time", flush=True)
     # Threads only wait: every deploy runs in a process of its own (automation.deploy).
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         jobs: dict[Future, tuple[str, str]] = {
@@ -201,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m automation.reconcile", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--tenants", type=Path, default=PROJECT_ROOT / "tenants.yaml")
-    parser.add_argument("--parallel", type=int, default=4, help="concurrent deploys (default 4)")
+    parser.add_argument(
+        "--parallel",
+        default="auto",
+        help="concurrent deploys, or 'auto' (default): as many as free memory holds "
+        "(IOTISTIC_DEPLOY_MEMORY_MIB caps it), at most 3 per CPU",
+    )
     parser.add_argument("--destroy-removed", action="store_true", help="destroy stacks removed from the file")
     parser.add_argument("--dry-run", action="store_true", help="only say what would be done")
     parser.add_argument("--backend", help="Pulumi backend URL (default: file backend in the data folder)")
@@ -210,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kid", default=os.environ.get("IOTISTIC_LICENSE_KID", "platform-1"))
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per deploy (default 300)")
     args = parser.parse_args(argv)
-    if args.parallel < 1:
-        parser.error("--parallel must be at least 1")
+    if args.parallel == "auto":
+        args.parallel = 0
+    elif not args.parallel.isdigit() or int(args.parallel) < 1:
+        parser.error(f"--parallel must be 'auto' or a whole number of at least 1, not {args.parallel!r}")
+    else:
+        args.parallel = int(args.parallel)
     try:
         # The file's problems first: before a missing signing key, and before from_env creates
         # the backend folder or the passphrase file.

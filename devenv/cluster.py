@@ -48,6 +48,15 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("IOTISTIC_DATA", ROOT / ".data")) / "cluster"
 
 
+# An instance runs 5 pods (Postgres, Mosquitto, API, dashboard, exporter); one more for rollouts.
+PODS_PER_CUSTOMER = 6
+
+
+def nodes_for(customers: int, node_pods: int = 110) -> int:
+    """Simulated nodes for `customers` instances: at least 4, each at most 110 pods."""
+    return max(4, -(-customers * PODS_PER_CUSTOMER // node_pods))
+
+
 @dataclass
 class LocalCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1.
@@ -69,6 +78,11 @@ class LocalCluster:
     node_cpu: str = "64"
     node_memory: str = "256Gi"
     node_pods: int = 110
+
+    def sized_for(self, customers: int) -> LocalCluster:
+        """This cluster with enough simulated nodes for `customers` instances (and a margin)."""
+        self.nodes = nodes_for(customers, self.node_pods)
+        return self
 
     @classmethod
     def on_free_ports(cls, data_dir: Path) -> LocalCluster:
@@ -266,6 +280,16 @@ class LocalCluster:
                     "--use-service-account-credentials=true",
                     "--controllers=*",
                     "--profiling=false",
+                    # Client-side rate limits sized for a thousand customers' objects, not the
+                    # defaults' 20 QPS (one customer's up makes ~30 objects the controllers act on).
+                    "--kube-api-qps=200",
+                    "--kube-api-burst=400",
+                    "--concurrent-deployment-syncs=20",
+                    "--concurrent-replicaset-syncs=20",
+                    "--concurrent-statefulset-syncs=20",
+                    "--concurrent-service-endpoint-syncs=20",
+                    "--concurrent-gc-syncs=40",
+                    "--concurrent-namespace-syncs=20",
                 ],
                 self._https_ok(self.controller_manager_port),
             ),
@@ -280,6 +304,8 @@ class LocalCluster:
                     *tls("scheduler"),
                     "--leader-elect=false",
                     "--profiling=false",
+                    "--kube-api-qps=200",
+                    "--kube-api-burst=400",
                 ],
                 self._https_ok(self.scheduler_port),
             ),
@@ -543,7 +569,7 @@ class LocalCluster:
                         "capacity": resources,
                         "allocatable": resources,
                         "addresses": [
-                            {"type": "InternalIP", "address": f"10.240.0.{i + 10}"},
+                            {"type": "InternalIP", "address": f"10.240.{i // 200}.{i % 200 + 10}"},
                             {"type": "Hostname", "address": name},
                         ],
                     },

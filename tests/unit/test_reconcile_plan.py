@@ -14,8 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from automation.provision import SOURCE_SIGNUP, SOURCE_TENANTS_FILE, DeployedStack, tenant_hash
-from automation.reconcile import LICENSE_DAYS, LicenseSigner, ReconcilePlan, plan_reconcile
+from automation.bookkeeping import DeployedStack
+from automation.parallelism import DEPLOY_PEAK_MIB, auto_parallelism, memory_budget_mib
+from automation.provision import SOURCE_SIGNUP, SOURCE_TENANTS_FILE, tenant_hash
+from automation.reconcile import (
+    LICENSE_DAYS,
+    RENEW_WHEN_DAYS_LEFT,
+    LicenseSigner,
+    ReconcilePlan,
+    plan_reconcile,
+)
 from licensing.keys import generate_private_key_pem, public_key_pem
 from licensing.tokens import PemKeySource, sign_license, verify_license
 from tenancy.schema import Tenant
@@ -27,12 +35,20 @@ GLOBEX = Tenant("globex", "it@globex.example", "Globex", "professional")
 INITECH = Tenant("initech", "it@initech.example", "Initech", "enterprise")
 
 
-def deployed(tenant: Tenant | str, source: str | None = SOURCE_TENANTS_FILE, hash_: str | None = None):
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def deployed(
+    tenant: Tenant | str,
+    source: str | None = SOURCE_TENANTS_FILE,
+    hash_: str | None = None,
+    expires: datetime | None = NOW + timedelta(days=LICENSE_DAYS),
+):
     """What the backend would say about a stack last deployed from `tenant` (or a bare stack name)."""
     name = tenant if isinstance(tenant, str) else tenant.id
     if hash_ is None and not isinstance(tenant, str):
         hash_ = tenant_hash(tenant)
-    return DeployedStack(name, source, hash_, license_key=None)
+    return DeployedStack(name, source, hash_, license_expires_at=expires)
 
 
 def by_name(*stacks: DeployedStack) -> dict[str, DeployedStack]:
@@ -64,7 +80,7 @@ def test_any_change_to_a_tenant_is_an_update(changed):
 
 def test_a_stack_without_a_recorded_hash_is_created_again():
     # E.g. the first deploy failed before the program exported its bookkeeping outputs.
-    never_finished = DeployedStack("acme", None, None, None)
+    never_finished = DeployedStack("acme", None, None)
     assert plan_reconcile([ACME], {"acme": never_finished}) == ReconcilePlan(create=[ACME])
 
 
@@ -90,6 +106,20 @@ def test_a_mixed_plan():
     stacks = by_name(deployed(ACME), deployed(GLOBEX), deployed("gone", SOURCE_TENANTS_FILE, "1"))
     assert plan_reconcile([ACME, changed_globex, INITECH], stacks) == ReconcilePlan(
         create=[INITECH], update=[changed_globex], unchanged=["acme"], removed=["gone"]
+    )
+
+
+def test_an_unchanged_tenant_whose_license_runs_out_within_30_days_is_renewed():
+    soon = deployed(ACME, expires=NOW + timedelta(days=RENEW_WHEN_DAYS_LEFT - 1))
+    later = deployed(GLOBEX, expires=NOW + timedelta(days=RENEW_WHEN_DAYS_LEFT + 1))
+    expired = deployed(INITECH, expires=NOW - timedelta(days=1))
+    plan = plan_reconcile([ACME, GLOBEX, INITECH], by_name(soon, later, expired), now=NOW)
+    assert plan == ReconcilePlan(renew=[ACME, INITECH], unchanged=["globex"])
+
+
+def test_a_stack_deployed_before_expiry_was_recorded_is_left_alone():
+    assert plan_reconcile([ACME], by_name(deployed(ACME, expires=None)), now=NOW) == ReconcilePlan(
+        unchanged=["acme"]
     )
 
 
@@ -255,7 +285,31 @@ def test_an_invalid_tenants_file_stops_the_command_before_anything_is_touched(tm
 
 def test_a_tenants_entry_never_takes_over_a_signup_stack():
     tenant = Tenant("acme", "ops@acme.example", "ACME", "starter")
-    signup = DeployedStack("acme", SOURCE_SIGNUP, None, "jwt")
+    signup = DeployedStack("acme", SOURCE_SIGNUP, None)
     plan = plan_reconcile([tenant], {"acme": signup})
     assert plan.conflicts == ["acme"]
     assert not plan.create and not plan.update and not plan.removed
+
+
+# --- how many deploys at once --------------------------------------------------------------------
+def test_parallelism_follows_the_memory_budget_not_a_fixed_number():
+    assert auto_parallelism(1000, budget_mib=3072, cpus=2) == 3072 // DEPLOY_PEAK_MIB
+    assert auto_parallelism(1000, budget_mib=1200, cpus=2) == 2
+    assert auto_parallelism(1000, budget_mib=64_000, cpus=2) == 6  # at most 3 per CPU
+    assert auto_parallelism(1000, budget_mib=100, cpus=8) == 1  # always at least one
+    assert auto_parallelism(2, budget_mib=64_000, cpus=8) == 2  # never more than the work
+
+
+def test_the_budget_is_what_is_free_beyond_the_reserve_capped_at_3_gib(monkeypatch):
+    monkeypatch.delenv("IOTISTIC_DEPLOY_MEMORY_MIB", raising=False)
+    assert memory_budget_mib(available=24_000) == 3072
+    assert memory_budget_mib(available=2_048) == 1024
+    assert memory_budget_mib(available=512) == 0
+    monkeypatch.setenv("IOTISTIC_DEPLOY_MEMORY_MIB", "1800")
+    assert memory_budget_mib(available=24_000) == 1800
+
+
+def test_a_bad_parallel_flag_is_named(tmp_path):
+    proc = run_reconcile(tmp_path, "--parallel", "many")
+    assert proc.returncode == 2
+    assert "--parallel must be 'auto' or a whole number of at least 1, not 'many'" in proc.stderr
