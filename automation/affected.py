@@ -20,6 +20,7 @@ TENANTS_FILE = "tenants.yaml"
 PROGRAM_PATHS = (
     "components/",
     "__main__.py",
+    "program.py",
     "licensing/",
     "tenancy/",
     "policy/",

@@ -35,19 +35,22 @@ class DeployedStack:
     license_expires_at: datetime | None = None
 
 
-def _from_checkpoint(name: str, raw: bytes) -> DeployedStack:
+def _plain_outputs(raw: bytes) -> dict[str, str]:
+    """The string outputs of a checkpoint's stack resource; secrets (objects) are left out."""
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     latest = (json.loads(raw).get("checkpoint") or {}).get("latest") or {}
-    outputs: dict = {}
     for resource in latest.get("resources") or []:
         if resource.get("type") == STACK_TYPE:
-            outputs = resource.get("outputs") or {}
-            break
+            return {k: v for k, v in (resource.get("outputs") or {}).items() if isinstance(v, str)}
+    return {}
+
+
+def _from_checkpoint(name: str, raw: bytes) -> DeployedStack:
+    outputs = _plain_outputs(raw)
 
     def plain(key: str) -> str | None:
-        value = outputs.get(key)
-        return value if isinstance(value, str) else None  # secrets are objects: never read here
+        return outputs.get(key)
 
     expires = plain("licenseExpiresAt")
     try:
@@ -75,16 +78,36 @@ def _file_checkpoints(root: Path, project: str) -> Iterator[tuple[str, callable]
             yield name, path.read_bytes
 
 
-def _s3_checkpoints(url: str, env: dict[str, str], project: str) -> Iterator[tuple[str, callable]]:
+def _s3_checkpoints(
+    url: str, env: dict[str, str], project: str, stack: str = ""
+) -> Iterator[tuple[str, callable]]:
     s3, bucket, _ = s3_client(url, env)
     path = urlparse(url).path.strip("/")
     prefix = f"{path + '/' if path else ''}.pulumi/stacks/{project}/"
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + stack):
         for obj in page.get("Contents", []):
             name = _stack_name(obj["Key"])
             if name is not None and "/" not in obj["Key"][len(prefix) :]:
                 key = obj["Key"]
                 yield name, lambda key=key: s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def stack_outputs(settings: StackSettings, stack: str, project: str = PROJECT_NAME) -> dict[str, str]:
+    """One stack's plain outputs from its checkpoint ({} when it has none): what a finished `up`
+    exported, without the two `pulumi stack output` runs the Automation API would make."""
+    url = settings.backend_url
+    if url.startswith("file://"):
+        folder = Path(url.removeprefix("file://")) / ".pulumi" / "stacks" / project
+        for suffix in SUFFIXES:
+            if (folder / f"{stack}{suffix}").exists():
+                return _plain_outputs((folder / f"{stack}{suffix}").read_bytes())
+        return {}
+    if url.startswith("s3://"):
+        for name, read in _s3_checkpoints(url, dict(settings.extra_env), project, stack):
+            if name == stack:
+                return _plain_outputs(read())
+        return {}
+    raise ValueError(f"cannot read checkpoints of backend {url.split('?')[0]!r} (file:// or s3:// only)")
 
 
 def deployed_stacks(

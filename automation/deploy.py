@@ -222,8 +222,15 @@ def _pid_alive(pid: int) -> bool:
 def _attempt(job: DeployJob, log: Callable[[str], None]) -> StackResult:
     if job.action == "up":
         assert job.tenant is not None and job.license_key is not None
+        # This process drives one stack: the program runs inline, imported once for preview and up.
         return up_customer(
-            job.tenant, job.license_key, job.settings, log, source=job.source, suspended=job.suspended
+            job.tenant,
+            job.license_key,
+            job.settings,
+            log,
+            source=job.source,
+            suspended=job.suspended,
+            inline=True,
         )
     if job.action == "destroy":
         return destroy_customer(job.stack, job.settings, log, remove=job.remove_stack)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -60,8 +61,14 @@ class Engine:
         )
 
     def command(self) -> auto.PulumiCommand:
-        """The Automation API's handle on our CLI (its version is checked against the SDK)."""
-        return auto.PulumiCommand(root=str(self.pulumi_bin.parent.parent))
+        """The Automation API's handle on our CLI (its version is checked against the SDK once per
+        process: each handle runs `pulumi version`, 0.2 s of CPU)."""
+        return _command(str(self.pulumi_bin.parent.parent))
+
+
+@functools.cache
+def _command(root: str) -> auto.PulumiCommand:
+    return auto.PulumiCommand(root=root)
 
 
 def locate_engine() -> Engine:

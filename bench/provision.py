@@ -33,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +49,7 @@ from automation.provision import (  # noqa: E402
 )
 from automation.reconcile import LicenseSigner, reconcile  # noqa: E402
 from automation.workspace import StackSettings, list_stacks, open_stack  # noqa: E402
+from bench.proctree import tree_rss  # noqa: E402
 from devenv.cluster import LocalCluster  # noqa: E402
 from devenv.kubeapi import KubeAPI  # noqa: E402
 from licensing.keys import generate_private_key_pem  # noqa: E402
@@ -58,7 +58,6 @@ from tenancy.schema import Tenant  # noqa: E402
 PLANS = ("starter", "professional", "enterprise")
 UP_GOAL_SECONDS = 30.0
 PARALLEL_GOAL_PERCENT = 40.0
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 NAMESPACE_GONE_TIMEOUT = 300.0
 
 
@@ -86,48 +85,7 @@ def check(result, what: str) -> None:
         raise RuntimeError(f"{what} failed:\n{result.error}")
 
 
-# --- memory: the process tree of one deploy, sampled from /proc --------------------------------------
-def _process_table() -> dict[int, tuple[int, str, int]]:
-    """pid -> (ppid, command name, RSS in KiB) for every process readable right now."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{entry.name}/statm") as f:
-                rss_pages = int(f.read().split()[1])
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv0 = f.read().split(b"\0")[0].decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue  # exited while we looked
-        # The command name is in parentheses and may contain spaces: split after the last ')'.
-        # It is cut to 15 characters (both providers are "pulumi-resource"), so argv[0] names it.
-        name = os.path.basename(argv0) or stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        table[int(entry.name)] = (ppid, name, rss_pages * PAGE_KB)
-    return table
-
-
-def _tree_rss(root: int) -> dict[str, tuple[int, int]]:
-    """(process count, KiB of RSS) per command name over `root` (named "driver") and its descendants."""
-    table = _process_table()
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid, (ppid, _, _) in table.items():
-        children[ppid].append(pid)
-    by_name: dict[str, tuple[int, int]] = {}
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            name = "driver" if pid == root else table[pid][1]
-            count, kib = by_name.get(name, (0, 0))
-            by_name[name] = (count + 1, kib + table[pid][2])
-            todo += children[pid]
-    return by_name
-
-
+# --- memory: the process tree of one deploy (bench/proctree.py samples /proc) -------------------
 @dataclass
 class MemoryPeak:
     """The largest summed RSS seen over a deploy's process tree, and what it was made of."""
@@ -153,7 +111,7 @@ def measure_deploy_memory(customer: Tenant, license_key: str, settings: StackSet
 
     def sample() -> None:
         while not done.is_set():
-            by_name = _tree_rss(proc.pid)
+            by_name = tree_rss(proc.pid)
             total = sum(kib for _, kib in by_name.values())
             if total > peak.total_kib:
                 peak.total_kib, peak.by_name = total, by_name

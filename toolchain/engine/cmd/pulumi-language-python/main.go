@@ -79,22 +79,30 @@ func (h *host) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.Plugin
 	return &pulumirpc.PluginInfo{Version: version.Version}, nil
 }
 
+type pluginSpec struct{ Name, Version, Server string }
+
 func (h *host) GetRequiredPackages(ctx context.Context, req *pulumirpc.GetRequiredPackagesRequest) (*pulumirpc.GetRequiredPackagesResponse, error) {
-	tc, err := toolchainFor(req.GetInfo())
+	plugins, err := cachedVenvAnswer(venvPath(req.GetInfo()), "required-packages", func() ([]pluginSpec, error) {
+		tc, err := toolchainFor(req.GetInfo())
+		if err != nil {
+			return nil, err
+		}
+		cmd, err := tc.Command(ctx, "-c", listPluginsScript)
+		if err != nil {
+			return nil, err
+		}
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("listing Pulumi plugins of the Python packages: %w", err)
+		}
+		var plugins []pluginSpec
+		if err := json.Unmarshal(out, &plugins); err != nil {
+			return nil, fmt.Errorf("parsing the plugin list %q: %w", out, err)
+		}
+		return plugins, nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	cmd, err := tc.Command(ctx, "-c", listPluginsScript)
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("listing Pulumi plugins of the Python packages: %w", err)
-	}
-	var plugins []struct{ Name, Version, Server string }
-	if err := json.Unmarshal(out, &plugins); err != nil {
-		return nil, fmt.Errorf("parsing the plugin list %q: %w", out, err)
 	}
 	resp := &pulumirpc.GetRequiredPackagesResponse{}
 	for _, p := range plugins {
@@ -259,30 +267,51 @@ func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest, se
 	return server.Send(&pulumirpc.InstallDependenciesResponse{Stdout: []byte("virtualenv is ready\n")})
 }
 
+type aboutAnswer struct{ Executable, Version string }
+
 func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
-	tc, err := toolchainFor(req.GetInfo())
+	about, err := cachedVenvAnswer(venvPath(req.GetInfo()), "about", func() (aboutAnswer, error) {
+		tc, err := toolchainFor(req.GetInfo())
+		if err != nil {
+			return aboutAnswer{}, err
+		}
+		info, err := tc.About(ctx)
+		if err != nil {
+			return aboutAnswer{}, err
+		}
+		return aboutAnswer{info.PythonExecutable, info.PythonVersion.String()}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	info, err := tc.About(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.AboutResponse{Executable: info.PythonExecutable, Version: info.PythonVersion.String()}, nil
+	return &pulumirpc.AboutResponse{Executable: about.Executable, Version: about.Version}, nil
 }
 
+type dependency struct{ Name, Version string }
+
 func (h *host) GetProgramDependencies(ctx context.Context, req *pulumirpc.GetProgramDependenciesRequest) (*pulumirpc.GetProgramDependenciesResponse, error) {
-	tc, err := toolchainFor(req.GetInfo())
-	if err != nil {
-		return nil, err
-	}
-	pkgs, err := tc.ListPackages(ctx, req.GetTransitiveDependencies())
+	question := fmt.Sprintf("program-dependencies transitive=%v", req.GetTransitiveDependencies())
+	deps, err := cachedVenvAnswer(venvPath(req.GetInfo()), question, func() ([]dependency, error) {
+		tc, err := toolchainFor(req.GetInfo())
+		if err != nil {
+			return nil, err
+		}
+		pkgs, err := tc.ListPackages(ctx, req.GetTransitiveDependencies())
+		if err != nil {
+			return nil, err
+		}
+		deps := make([]dependency, 0, len(pkgs))
+		for _, p := range pkgs {
+			deps = append(deps, dependency{p.Name, p.Version})
+		}
+		return deps, nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	resp := &pulumirpc.GetProgramDependenciesResponse{}
-	for _, p := range pkgs {
-		resp.Dependencies = append(resp.Dependencies, &pulumirpc.DependencyInfo{Name: p.Name, Version: p.Version})
+	for _, d := range deps {
+		resp.Dependencies = append(resp.Dependencies, &pulumirpc.DependencyInfo{Name: d.Name, Version: d.Version})
 	}
 	return resp, nil
 }

@@ -1,0 +1,65 @@
+"""Resident memory of process trees, read from /proc (the benchmarks' memory figures)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def process_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (ppid, command name, RSS in KiB) for every process readable right now."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry.name}/statm") as f:
+                rss_pages = int(f.read().split()[1])
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # exited while we looked
+        # The command name is in parentheses and may contain spaces: split after the last ')'.
+        # It is cut to 15 characters (both providers are "pulumi-resource"), so argv[0] names it.
+        name = os.path.basename(argv0) or stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        table[int(entry.name)] = (ppid, name, rss_pages * PAGE_KB)
+    return table
+
+
+def tree_rss(root: int) -> dict[str, tuple[int, int]]:
+    """(process count, KiB of RSS) per command name over `root` (named "driver") and its descendants."""
+    table = process_table()
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (ppid, _, _) in table.items():
+        children[ppid].append(pid)
+    by_name: dict[str, tuple[int, int]] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            name = "driver" if pid == root else table[pid][1]
+            count, kib = by_name.get(name, (0, 0))
+            by_name[name] = (count + 1, kib + table[pid][2])
+            todo += children[pid]
+    return by_name
+
+
+def total_kib(pids: list[int]) -> int:
+    """Summed RSS (KiB) of `pids` and all their descendants, each process counted once."""
+    table = process_table()
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (ppid, _, _) in table.items():
+        children[ppid].append(pid)
+    seen: set[int] = set()
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in table and pid not in seen:
+            seen.add(pid)
+            todo += children[pid]
+    return sum(table[pid][2] for pid in seen)
