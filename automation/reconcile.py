@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "--parallel",
         default="auto",
         help="concurrent deploys, or 'auto' (default): as many as free memory holds "
-        "(IOTISTIC_DEPLOY_MEMORY_MIB caps it), at most 3 per CPU",
+        "(IOTISTIC_DEPLOY_MEMORY_MIB caps it), at most one per CPU and one more",
     )
     parser.add_argument("--destroy-removed", action="store_true", help="destroy stacks removed from the file")
     parser.add_argument("--dry-run", action="store_true", help="only say what would be done")

@@ -437,8 +437,11 @@ def sustained(marks: list[tuple[float, int]], total: int) -> float:
 
     Publishers and consumer are measured the same way from the same samples.
     """
-    lo = next((t, n) for t, n in marks if n >= 0.1 * total)
+    lo = next(((t, n) for t, n in marks if n >= 0.1 * total), marks[0])
     hi = next(((t, n) for t, n in marks if n >= 0.9 * total), marks[-1])
+    if hi[0] <= lo[0]:
+        # 10 % to 90 % within one 0.1 s sample (a fast burst): the rate from the start to the end.
+        lo, hi = marks[0], next(((t, n) for t, n in marks if n >= total), marks[-1])
     return (hi[1] - lo[1]) / (hi[0] - lo[0]) if hi[0] > lo[0] else float("nan")
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from automation.parallelism import memory_budget_mib  # noqa: E402
+from automation.parallelism import BUDGET_VARIABLE, memory_budget_mib  # noqa: E402
 from automation.provision import deployed_stack  # noqa: E402
 from automation.workspace import StackSettings  # noqa: E402
 from bench.proctree import total_kib  # noqa: E402
@@ -173,7 +173,9 @@ def one_size(n: int, work: Path) -> SizeResult:
         backend = f"file://{folder / 'state'}"
         (folder / "state").mkdir()
         env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_CONFIG_PASSPHRASE", "IOTISTIC_"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PULUMI_CONFIG_PASSPHRASE", "IOTISTIC_")) or k == BUDGET_VARIABLE
         }
         env.update(
             IOTISTIC_CACHE=os.environ.get("IOTISTIC_CACHE", str(ROOT / ".cache")),
@@ -219,7 +221,8 @@ def report(results: list[SizeResult]) -> None:
     print("\n== customers from nothing (python -m automation.reconcile, parallelism auto)")
     print(
         f"{'customers':>10} {'nodes':>6} {'parallel':>8} {'seconds':>9} {'s/customer':>11} "
-        f"{'vs ' + str(base.customers):>7} {'failed':>7} {'peak RSS':>10} {'CP MiB/customer':>16}"
+        f"{'vs ' + str(base.customers):>7} {'failed':>7} {'CPU s/cust':>10} {'peak RSS':>10} "
+        f"{'CP MiB/customer':>16}"
     )
     for r in results:
         each = r.create.seconds / r.customers
