@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -84,4 +85,33 @@ def locate_engine() -> Engine:
         pulumi_bin = Path(found)
         if pulumi_bin.parent.name != "bin":
             raise EngineNotBuilt(f"pulumi at {pulumi_bin} is not inside a bin/ folder")
-    return Engine(cache=cache, pulumi_home=cache / "pulumi-home", pulumi_bin=pulumi_bin)
+    return Engine(cache=cache, pulumi_home=engine_home(cache / "pulumi-home"), pulumi_bin=pulumi_bin)
+
+
+def engine_home(shared: Path) -> Path:
+    """PULUMI_HOME of this process: the cache's, or IOTISTIC_PULUMI_HOME, an engine home of its own
+    (one per worker process or machine, so workers share nothing but the backend and the queue).
+    An own home gets the plugins set-up registered in the shared one, linked, not copied."""
+    own = os.environ.get("IOTISTIC_PULUMI_HOME")
+    if not own:
+        return shared
+    home = Path(own)
+    plugins = shared / "plugins"
+    for plugin in plugins.iterdir() if plugins.is_dir() else ():
+        if not plugin.is_dir():
+            continue
+        # Real folders with linked files: the engine does not follow a symlinked plugin folder.
+        target = home / "plugins" / plugin.name
+        target.mkdir(parents=True, exist_ok=True)
+        for binary in plugin.iterdir():
+            link = target / binary.name
+            if link.exists():
+                continue
+            try:
+                os.link(binary, link)
+            except FileExistsError:
+                pass  # another process of this home linked it first
+            except OSError:
+                with contextlib.suppress(FileExistsError):
+                    link.symlink_to(binary)  # another filesystem
+    return home
