@@ -203,9 +203,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--signups", type=int, default=400, help="signups in the throughput run (default 400)"
+        "--signups", type=int, default=200, help="signups per round of the throughput run (default 200)"
     )
-    parser.add_argument("--bound-seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="bound/signup rounds (default 3)")
+    parser.add_argument("--bound-seconds", type=float, default=8.0, help="seconds of each bound round")
     parser.add_argument("--simultaneous", type=int, default=10)
     parser.add_argument("--worker-concurrency", type=int, default=4)
     args = parser.parse_args()
