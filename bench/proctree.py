@@ -31,35 +31,35 @@ def process_table() -> dict[int, tuple[int, str, int]]:
     return table
 
 
-def tree_rss(root: int) -> dict[str, tuple[int, int]]:
-    """(process count, KiB of RSS) per command name over `root` (named "driver") and its descendants."""
-    table = process_table()
+def _descendants(table: dict[int, tuple[int, str, int]], roots: list[int]) -> list[int]:
+    """`roots` and every process below them that is in `table`, each once, roots first."""
     children: dict[int, list[int]] = defaultdict(list)
     for pid, (ppid, _, _) in table.items():
         children[ppid].append(pid)
-    by_name: dict[str, tuple[int, int]] = {}
-    todo = [root]
+    found: list[int] = []
+    seen: set[int] = set()
+    todo = list(reversed(roots))
     while todo:
         pid = todo.pop()
-        if pid in table:
-            name = "driver" if pid == root else table[pid][1]
-            count, kib = by_name.get(name, (0, 0))
-            by_name[name] = (count + 1, kib + table[pid][2])
+        if pid in table and pid not in seen:
+            seen.add(pid)
+            found.append(pid)
             todo += children[pid]
+    return found
+
+
+def tree_rss(root: int) -> dict[str, tuple[int, int]]:
+    """(process count, KiB of RSS) per command name over `root` (named "driver") and its descendants."""
+    table = process_table()
+    by_name: dict[str, tuple[int, int]] = {}
+    for pid in _descendants(table, [root]):
+        name = "driver" if pid == root else table[pid][1]
+        count, kib = by_name.get(name, (0, 0))
+        by_name[name] = (count + 1, kib + table[pid][2])
     return by_name
 
 
 def total_kib(pids: list[int]) -> int:
     """Summed RSS (KiB) of `pids` and all their descendants, each process counted once."""
     table = process_table()
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid, (ppid, _, _) in table.items():
-        children[ppid].append(pid)
-    seen: set[int] = set()
-    todo = list(pids)
-    while todo:
-        pid = todo.pop()
-        if pid in table and pid not in seen:
-            seen.add(pid)
-            todo += children[pid]
-    return sum(table[pid][2] for pid in seen)
+    return sum(table[pid][2] for pid in _descendants(table, pids))

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,10 +42,10 @@ from automation.parallelism import BUDGET_VARIABLE, memory_budget_mib  # noqa: E
 from automation.provision import deployed_stack  # noqa: E402
 from automation.workspace import StackSettings  # noqa: E402
 from bench.proctree import total_kib  # noqa: E402
+from bench.provision import PLANS, tenant, tenants_yaml  # noqa: E402
 from devenv.cluster import LocalCluster  # noqa: E402
 from licensing.keys import generate_private_key_pem  # noqa: E402
 
-PLANS = ("starter", "professional", "enterprise")
 GOALS = {"create_1000_s": 3600, "rerun_s": 300, "one_change_s": 60, "peak_mib": 4096}
 CLI_READS_SAMPLE = 10
 
@@ -76,17 +76,12 @@ class SizeResult:
     notes: list[str] = field(default_factory=list)
 
 
-def tenants_yaml(n: int, changed: int | None = None) -> str:
-    lines = ["tenants:"]
-    for i in range(n):
-        plan = PLANS[(i + (1 if i == changed else 0)) % len(PLANS)]
-        lines += [
-            f"  - id: c{i:04d}",
-            f"    email: ops@c{i:04d}.example",
-            f"    company: Customer {i}",
-            f"    plan: {plan}",
-        ]
-    return "\n".join(lines) + "\n"
+def tenants_file(n: int, changed: int | None = None) -> str:
+    """tenants.yaml of customers c0000...; the `changed` one on the next plan."""
+    tenants = [tenant(f"c{i:04d}", i) for i in range(n)]
+    if changed is not None:
+        tenants[changed] = replace(tenants[changed], plan=PLANS[(changed + 1) % len(PLANS)])
+    return tenants_yaml(tenants)
 
 
 class PeakSampler:
@@ -168,7 +163,7 @@ def one_size(n: int, work: Path) -> SizeResult:
         key = folder / "license-private.pem"
         key.write_bytes(generate_private_key_pem())
         tenants = folder / "tenants.yaml"
-        tenants.write_text(tenants_yaml(n))
+        tenants.write_text(tenants_file(n))
         passphrase = secrets.token_urlsafe(16)
         backend = f"file://{folder / 'state'}"
         (folder / "state").mkdir()
@@ -190,7 +185,7 @@ def one_size(n: int, work: Path) -> SizeResult:
         create = run_reconcile(tenants, env, backend, cluster_pids, "create", n)
         growth = total_kib(cluster_pids) - before_kib
         rerun = run_reconcile(tenants, env, backend, cluster_pids, "re-run", n)
-        tenants.write_text(tenants_yaml(n, changed=n // 2))
+        tenants.write_text(tenants_file(n, changed=n // 2))
         one = run_reconcile(tenants, env, backend, cluster_pids, "one change", 1)
         # The previous reconcile read every stack through the CLI (outputs, then the license).
         settings = StackSettings(
