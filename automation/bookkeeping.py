@@ -48,16 +48,14 @@ def _plain_outputs(raw: bytes) -> dict[str, str]:
 
 def _from_checkpoint(name: str, raw: bytes) -> DeployedStack:
     outputs = _plain_outputs(raw)
-
-    def plain(key: str) -> str | None:
-        return outputs.get(key)
-
-    expires = plain("licenseExpiresAt")
+    expires = outputs.get("licenseExpiresAt")
     try:
         expires_at = datetime.fromisoformat(expires) if expires else None
     except ValueError:
         expires_at = None
-    return DeployedStack(name, plain("source"), plain("tenantHash"), plain("instanceUrl") or "", expires_at)
+    return DeployedStack(
+        name, outputs.get("source"), outputs.get("tenantHash"), outputs.get("instanceUrl", ""), expires_at
+    )
 
 
 def _stack_name(key: str) -> str | None:
@@ -68,13 +66,15 @@ def _stack_name(key: str) -> str | None:
     return None
 
 
-def _file_checkpoints(root: Path, project: str) -> Iterator[tuple[str, callable]]:
+def _file_checkpoints(root: Path, project: str, stack: str = "") -> Iterator[tuple[str, callable]]:
     folder = root / ".pulumi" / "stacks" / project
     if not folder.is_dir():
         return
-    for path in folder.iterdir():
+    # One stack: its own file names, not a listing of every stack's.
+    paths = [folder / f"{stack}{suffix}" for suffix in SUFFIXES] if stack else folder.iterdir()
+    for path in paths:
         name = _stack_name(path.name)
-        if name is not None:
+        if name is not None and path.is_file():
             yield name, path.read_bytes
 
 
@@ -92,35 +92,30 @@ def _s3_checkpoints(
                 yield name, lambda key=key: s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def _checkpoints(settings: StackSettings, project: str, stack: str = "") -> Iterator[tuple[str, callable]]:
+    """(stack name, read its checkpoint) for every stack of `project`, or for `stack` alone."""
+    url = settings.backend_url
+    if url.startswith("file://"):
+        return _file_checkpoints(Path(url.removeprefix("file://")), project, stack)
+    if url.startswith("s3://"):
+        return _s3_checkpoints(url, dict(settings.extra_env), project, stack)
+    raise ValueError(f"cannot read checkpoints of backend {url.split('?')[0]!r} (file:// or s3:// only)")
+
+
 def stack_outputs(settings: StackSettings, stack: str, project: str = PROJECT_NAME) -> dict[str, str]:
     """One stack's plain outputs from its checkpoint ({} when it has none): what a finished `up`
     exported, without the two `pulumi stack output` runs the Automation API would make."""
-    url = settings.backend_url
-    if url.startswith("file://"):
-        folder = Path(url.removeprefix("file://")) / ".pulumi" / "stacks" / project
-        for suffix in SUFFIXES:
-            if (folder / f"{stack}{suffix}").exists():
-                return _plain_outputs((folder / f"{stack}{suffix}").read_bytes())
-        return {}
-    if url.startswith("s3://"):
-        for name, read in _s3_checkpoints(url, dict(settings.extra_env), project, stack):
-            if name == stack:
-                return _plain_outputs(read())
-        return {}
-    raise ValueError(f"cannot read checkpoints of backend {url.split('?')[0]!r} (file:// or s3:// only)")
+    for name, read in _checkpoints(settings, project, stack):
+        if name == stack:  # S3 lists by prefix: `acme` also finds `acme-eu`
+            return _plain_outputs(read())
+    return {}
 
 
 def deployed_stacks(
     settings: StackSettings, project: str = PROJECT_NAME, workers: int = 16
 ) -> dict[str, DeployedStack]:
     """Every stack of the project in the backend with its bookkeeping outputs."""
-    url = settings.backend_url
-    if url.startswith("file://"):
-        sources = list(_file_checkpoints(Path(url.removeprefix("file://")), project))
-    elif url.startswith("s3://"):
-        sources = list(_s3_checkpoints(url, dict(settings.extra_env), project))
-    else:
-        raise ValueError(f"cannot read checkpoints of backend {url.split('?')[0]!r} (file:// or s3:// only)")
+    sources = list(_checkpoints(settings, project))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         found = pool.map(lambda src: _from_checkpoint(src[0], src[1]()), sources)
         return {stack.name: stack for stack in found}

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from automation.bookkeeping import DeployedStack, deployed_stacks
+from automation.bookkeeping import DeployedStack, deployed_stacks, stack_outputs
 from automation.workspace import StackSettings
 
 SECRET = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "v1:abc"}
@@ -66,6 +66,18 @@ def test_outputs_of_every_stack_come_from_the_checkpoints(tmp_path: Path):
     }
 
 
+def test_one_stacks_plain_outputs_come_from_its_own_checkpoint(tmp_path: Path):
+    stacks = tmp_path / "state" / ".pulumi" / "stacks" / "iotistic"
+    stacks.mkdir(parents=True)
+    (stacks / "acme.json.gz").write_bytes(
+        gzip.compress(checkpoint({"instanceUrl": "https://acme.iotistic.cloud", "databasePassword": SECRET}))
+    )
+    (stacks / "acme-eu.json").write_bytes(checkpoint({"instanceUrl": "https://acme-eu.iotistic.cloud"}))
+    settings = StackSettings.in_folder(tmp_path, "unused", None)
+    assert stack_outputs(settings, "acme") == {"instanceUrl": "https://acme.iotistic.cloud"}
+    assert stack_outputs(settings, "ghost") == {}
+
+
 def test_an_empty_backend_has_no_stacks(tmp_path: Path):
     assert deployed_stacks(StackSettings.in_folder(tmp_path, "unused", None)) == {}
 
@@ -97,3 +109,6 @@ def test_the_same_bookkeeping_comes_from_an_s3_backend(moto_endpoint, no_ambient
     found = deployed_stacks(settings)
     assert sorted(found) == [f"t{i:02d}" for i in range(25)]
     assert found["t07"] == DeployedStack("t07", "tenants.yaml", "h7")
+    # One stack by its prefix: t0 is not t00..t09.
+    assert stack_outputs(settings, "t07") == {"source": "tenants.yaml", "tenantHash": "h7"}
+    assert stack_outputs(settings, "t0") == {}
