@@ -93,9 +93,13 @@ def engine_home(shared: Path) -> Path:
     (one per worker process or machine, so workers share nothing but the backend and the queue).
     An own home gets the plugins set-up registered in the shared one, linked, not copied."""
     own = os.environ.get("IOTISTIC_PULUMI_HOME")
-    if not own:
-        return shared
-    home = Path(own)
+    return _linked_home(shared, Path(own)) if own else shared
+
+
+@functools.cache
+def _linked_home(shared: Path, home: Path) -> Path:
+    """`home` with the shared home's plugins linked in; once per process (every stack operation
+    locates the engine)."""
     plugins = shared / "plugins"
     for plugin in plugins.iterdir() if plugins.is_dir() else ():
         if not plugin.is_dir():

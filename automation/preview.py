@@ -24,7 +24,7 @@ from automation.affected import Affected, GitError, affected_stacks
 from automation.deploy import DeployJob, run_job
 from automation.engine import PROJECT_ROOT, EngineNotBuilt
 from automation.preview_report import ReportInput, failed, render
-from automation.provision import SOURCE_SIGNUP, SOURCE_TENANTS_FILE, StackResult, deployed_stack
+from automation.provision import SOURCE_SIGNUP, SOURCE_TENANTS_FILE, StackResult, deployed_license
 from automation.reconcile import LicenseSigner, load_signer
 from automation.workspace import DATA, StackSettings, list_stacks
 from tenancy.schema import Tenant, TenantsFileError, load_tenants
@@ -48,7 +48,7 @@ def preview_jobs(
 
     def current_license(name: str) -> str | None:
         try:
-            return deployed_stack(name, settings).license_key
+            return deployed_license(name, settings)
         except Exception:
             return None  # a new stack: nothing deployed yet
 

@@ -307,27 +307,11 @@ def license_from_state(stack: auto.Stack) -> str | None:
     return instance_secret_data(resources).get("IOTISTIC_LICENSE_KEY")
 
 
-@dataclass(frozen=True)
-class DeployedStack:
-    """What the backend remembers of a stack's last successful deployment."""
-
-    name: str
-    source: str | None
-    tenant_hash: str | None
-    license_key: str | None
-    instance_url: str = ""
-
-
-def deployed_stack(customer_id: str, settings: StackSettings) -> DeployedStack:
-    """Read the stack's outputs (from the backend, so it works from any machine) and its license."""
+def deployed_license(customer_id: str, settings: StackSettings) -> str | None:
+    """The license the stack holds: its config (decrypted), else, where no config file exists (another
+    machine deployed it), the one in its state; None for a stack never deployed."""
     stack = open_stack(customer_id, settings)
-    outputs = stack.outputs()
     try:
-        license_key = stack.get_config(f"iotistic:{LICENSE_KEY}").value
+        return stack.get_config(f"iotistic:{LICENSE_KEY}").value
     except auto.CommandError:
-        # No config file here (another machine deployed it): the license it deployed, from the state.
-        license_key = license_from_state(stack) if outputs else None
-    value = {k: v.value for k, v in outputs.items()}
-    return DeployedStack(
-        customer_id, value.get("source"), value.get("tenantHash"), license_key, value.get("instanceUrl", "")
-    )
+        return license_from_state(stack)

@@ -23,7 +23,7 @@ from automation.bookkeeping import DeployedStack, deployed_stacks
 from automation.deploy import DeployJob, run_job
 from automation.engine import PROJECT_ROOT, EngineNotBuilt
 from automation.parallelism import auto_parallelism
-from automation.provision import SOURCE_TENANTS_FILE, StackResult, deployed_stack, tenant_hash
+from automation.provision import SOURCE_TENANTS_FILE, StackResult, deployed_license, tenant_hash
 from automation.workspace import DATA, StackSettings, ensure_s3_backend
 from components.platform import STACK as PLATFORM_STACK
 from licensing.keys import public_key_pem
@@ -187,7 +187,7 @@ def reconcile(
     # update keeps a still-valid license of the same plan, so its pods do not roll for nothing.
     changing = [t.id for t in plan.update + plan.renew]
     with ThreadPoolExecutor(max_workers=4) as reads:
-        licenses = reads.map(lambda n: deployed_stack(n, settings).license_key, changing)
+        licenses = reads.map(lambda n: deployed_license(n, settings), changing)
         current = dict(zip(changing, licenses, strict=True))
     work: list[tuple[str, DeployJob]] = []
     for action, group in (("create", plan.create), ("update", plan.update), ("renew", plan.renew)):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from automation.provision import deployed_stack
+from automation.provision import deployed_license
 from automation.reconcile import LicenseSigner, reconcile
 from automation.workspace import StackSettings, open_stack
 from licensing.keys import generate_private_key_pem
@@ -140,7 +140,7 @@ def test_customer_stacks_end_to_end(env):
     logs: list[str] = []
     open_stack("acme", settings).up(on_output=logs.append, color="never")
     password = deployed_outputs_secret(settings, "acme", "databasePassword")
-    license_key = deployed_stack("acme", settings).license_key
+    license_key = deployed_license("acme", settings)
     exported = export_without_secrets(settings, "acme")
     stored = "".join(
         p.read_text() for p in Path(settings.backend_url.removeprefix("file://")).rglob("*.json")

@@ -13,7 +13,7 @@ from dataclasses import replace
 import boto3
 import pytest
 
-from automation.provision import deployed_stack
+from automation.provision import deployed_license
 from automation.reconcile import LicenseSigner, reconcile
 from automation.workspace import StackSettings, ensure_s3_backend, s3_backend_url
 from licensing.keys import generate_private_key_pem
@@ -131,7 +131,7 @@ def test_a_customer_on_the_s3_backend(s3_customer, moto_endpoint, cluster):
     assert len(versions) >= 2
     state = s3.get_object(Bucket=bucket, Key=state_key)["Body"].read().decode()
     assert f"customer-{customer}" in state
-    license_key = deployed_stack(customer, settings).license_key
+    license_key = deployed_license(customer, settings)
     assert license_key and license_key not in state
 
     (again,) = reconcile(tenants, settings, signer, parallel=1, destroy_removed=False)
