@@ -43,7 +43,7 @@ from paho.mqtt.properties import Properties
 
 from licensing.plans import MQTT_INGESTION
 from tenant_app.config import TELEMETRY_SHARED_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION, Settings
-from tenant_app.db import describe, wait_for_database
+from tenant_app.db import connect, describe, wait_for_database
 from tenant_app.license_state import VALID, LicenseMonitor
 from tenant_app.logs import start_service
 from tenant_app.mqtt_batching import BatchingClient
@@ -194,7 +194,7 @@ class Consumer:
 
     def _db(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.settings.database_url, autocommit=True)
+            self._conn = connect(self.settings.database_url, autocommit=True)
         return self._conn
 
     def _store(self, batch: list[Delivery]) -> bool:

@@ -13,6 +13,9 @@ from psycopg_pool import ConnectionPool
 log = logging.getLogger(__name__)
 
 SCHEMA_LOCK = 0x10715710  # advisory lock id: services starting together create the schema once
+# A connect whose packets are dropped (a NetworkPolicy not yet applied to a new pod) would otherwise
+# wait for the kernel's SYN retries, about two minutes, before the retry loop sees an error.
+CONNECT_TIMEOUT_SECONDS = 10
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -109,14 +112,27 @@ TABLES = (
 
 def ensure_schema(conninfo: str) -> None:
     """Create the tables and indexes if missing; safe to run from several services at once."""
-    with psycopg.connect(conninfo, autocommit=False) as conn:
+    with connect(conninfo) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute(SCHEMA)
 
 
+def connect(conninfo: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """One connection whose connect step is bounded by CONNECT_TIMEOUT_SECONDS."""
+    return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+
+
 def open_pool(conninfo: str, *, max_size: int = 8, name: str = "tenant") -> ConnectionPool:
     """A connection pool that opens lazily, so a service starts even while the database is down."""
-    return ConnectionPool(conninfo, min_size=1, max_size=max_size, open=True, name=name, timeout=10)
+    return ConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=max_size,
+        open=True,
+        name=name,
+        timeout=10,
+        kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
 
 
 def describe(conninfo: str) -> str:

@@ -13,11 +13,9 @@ import logging
 import sys
 import time
 
-import psycopg
-
 from tenant_app import store
 from tenant_app.config import ConfigError, Settings
-from tenant_app.db import wait_for_database
+from tenant_app.db import connect, wait_for_database
 from tenant_app.dynsec import DynsecAdmin, DynsecError
 from tenant_app.logs import start_service
 
@@ -29,7 +27,7 @@ def provision(settings: Settings, *, attempts: int = 0) -> None:
     if not settings.mqtt_admin_username or not settings.mqtt_password:
         raise ConfigError("MQTT_ADMIN_USERNAME, MQTT_ADMIN_PASSWORD and MQTT_PASSWORD are needed")
     wait_for_database(settings.database_url, max_delay=settings.startup_retry_max_seconds)
-    with psycopg.connect(settings.database_url) as conn:
+    with connect(settings.database_url) as conn:
         devices = store.device_ids(conn)
     admin = DynsecAdmin(
         settings.mqtt_host, settings.mqtt_port, settings.mqtt_admin_username, settings.mqtt_admin_password

@@ -7,6 +7,7 @@ another checkout makes these tests fail with its owner named, never skip.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -109,6 +110,37 @@ class PortForward:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def pods_report(kubectl: Kubectl, namespaces: list[str], name: str) -> str:
+    """What a reviewer needs when real pods do not get Ready: pods, events and logs of the unready.
+
+    Written to test-artifacts/<name>.txt (the node's own logs stay in its data folder); returned
+    for the failure message.
+    """
+    parts: list[str] = []
+    for namespace in namespaces:
+        for args in (("get", "pods", "-o", "wide"), ("get", "events", "--sort-by=.lastTimestamp")):
+            out = kubectl("-n", namespace, *args, check=False)
+            parts.append(f"$ kubectl -n {namespace} {' '.join(args)}\n{out.stdout}{out.stderr}")
+        listing = kubectl("-n", namespace, "get", "pods", "-o", "json", check=False)
+        items = json.loads(listing.stdout or "{}").get("items", [])
+        for pod in items:
+            conditions = pod.get("status", {}).get("conditions", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                continue
+            name_ = pod["metadata"]["name"]
+            out = kubectl(
+                "-n", namespace, "logs", name_, "--all-containers", "--prefix", "--tail=40", check=False
+            )
+            parts.append(f"$ kubectl -n {namespace} logs {name_} --all-containers\n{out.stdout}{out.stderr}")
+    report = "\n".join(parts)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"{name}.txt").write_text(report)
+    return report
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from licensing import sign_access_token
 from licensing.keys import generate_private_key_pem, public_key_pem
 from tenant_app.simulator import publish_readings
 from tests.cluster.conftest import wait_until
-from tests.node.conftest import PortForward, host_snapshot
+from tests.node.conftest import PortForward, host_snapshot, pods_report
 from tests.tenant_app.helpers import http
 
 pytestmark = pytest.mark.engine
@@ -65,7 +65,7 @@ def ready(pod: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def customers(real_cluster: LocalCluster, tmp_path_factory) -> dict:
+def customers(real_cluster: LocalCluster, kubectl, tmp_path_factory) -> dict:
     """Both customers provisioned through tenants.yaml -> reconcile, as a platform engineer would."""
     root = tmp_path_factory.mktemp("real-customers")
     signer = LicenseSigner(generate_private_key_pem(), "real-1")
@@ -79,7 +79,10 @@ def customers(real_cluster: LocalCluster, tmp_path_factory) -> dict:
     began = time.monotonic()
     results = reconcile(tenants, settings, signer, parallel=2, destroy_removed=False)
     failed = [f"{r.stack}: {r.error}" for r in results if not r.ok]
-    assert not failed, "\n".join(failed)
+    if failed:
+        report = pods_report(kubectl, [ns(c) for c in CUSTOMERS], "real-node-customers")
+        node_logs = real_cluster.data_dir / "node" / "logs"
+        pytest.fail("\n".join([*failed, f"node logs: {node_logs}", report[-6000:]]))
     # An operator signed in to each instance: the billing login's token format, the same key.
     tokens = {
         customer: sign_access_token(
