@@ -1,9 +1,11 @@
-"""Resident memory of process trees, read from /proc (the benchmarks' memory figures)."""
+"""Resident memory of process trees and the machine's busy CPU time, read from /proc (the
+benchmarks' memory and CPU figures)."""
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from pathlib import Path
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -63,3 +65,12 @@ def total_kib(pids: list[int]) -> int:
     """Summed RSS (KiB) of `pids` and all their descendants, each process counted once."""
     table = process_table()
     return sum(table[pid][2] for pid in _descendants(table, pids))
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all CPUs, every process, the
+    kernel): /proc/stat's user, nice, system, irq, softirq and steal. Differences of two readings
+    give what a step cost, control plane and engine processes included."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
