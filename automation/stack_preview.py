@@ -335,9 +335,15 @@ def preview_stack(
         elif settings.kubeconfig:
             stack.set_config("iotistic:kubeconfig", auto.ConfigValue(settings.kubeconfig))
         policy = {"policy_packs": [str(POLICY_PACK)]} if with_policy else {}
+        # This process previews one stack: the program runs inline, as on the deploy path (no
+        # language host process importing the SDKs a second time).
+        from program import iotistic_program
+
         ok, error = True, ""
         try:
-            stack.preview(on_event=collector, on_output=log, color="never", **policy)
+            stack.preview(
+                on_event=collector, on_output=log, color="never", program=iotistic_program, **policy
+            )
         except auto.CommandError as e:
             ok, error = False, error_text(e)
         details = collector.details()
