@@ -4,6 +4,7 @@ and of its real node (--real-node): builds, start-to-ready, a real customer inst
     .venv/bin/python bench/cluster.py               # warm build figures, start, up/destroy (~3 min)
     .venv/bin/python bench/cluster.py --cold        # plus a cold build in throw-away Go caches (~10-30 min)
     .venv/bin/python bench/cluster.py --real-node   # the real node instead (~6 min; --cold: ~30 min more)
+    .venv/bin/python bench/cluster.py --real-node --cold-images   # only the images cold (~8 min more)
 
 Every figure is measured in this run; ratios compare against a baseline measured in the same run
 (the same stack reduced to its Namespace), so they hold on a slower or busier machine too.
@@ -129,8 +130,9 @@ def stack_figures(tmp: Path, runs: int) -> dict[str, list[float]]:
     }
 
 
-def node_build_figures(cold: bool) -> dict[str, float]:
-    """build-node.sh and the image build: no-op, and cold in throw-away caches with --cold."""
+def node_build_figures(cold: bool, cold_images: bool = False) -> dict[str, float]:
+    """build-node.sh and the image build: no-op, and cold in throw-away caches with --cold
+    (`cold_images`: only the images, in a throw-away layout)."""
     from devenv.images import ImageBuilder
 
     figures = {"node programs, no-op (stamps up to date)": build(CACHE, BUILD_NODE)}
@@ -142,6 +144,11 @@ def node_build_figures(cold: bool) -> dict[str, float]:
             build(cold_cache)
             figures["node programs, cold (after a cold control plane)"] = build(cold_cache, BUILD_NODE)
             subprocess.run(["chmod", "-R", "u+w", str(cold_cache)], check=False)
+            figures["node images, cold (Debian bases, pip, every layer)"] = (
+                ImageBuilder(root=Path(tmp) / "images").build().seconds
+            )
+    elif cold_images:
+        with tempfile.TemporaryDirectory(prefix="node-images-bench-") as tmp:
             figures["node images, cold (Debian bases, pip, every layer)"] = (
                 ImageBuilder(root=Path(tmp) / "images").build().seconds
             )
@@ -226,14 +233,15 @@ def instance_memory(cluster: LocalCluster, namespace: str) -> dict[str, float]:
     return figures
 
 
-def real_node_main(cold: bool) -> int:
+def real_node_main(cold: bool, cold_images: bool = False) -> int:
     """The real node's figures, each against a baseline measured in this run."""
     with tempfile.TemporaryDirectory(prefix="node-bench-") as tmp:
         print("real node builds (toolchain/build-node.sh, python -m devenv images build)")
-        for name, secs in node_build_figures(cold).items():
+        for name, secs in node_build_figures(cold, cold_images).items():
             print(f"  {name:<55} {secs:8.1f} s")
         if not cold:
-            print("  cold builds: not measured in this run (pass --cold)")
+            what = "node programs" if cold_images else "node programs and images"
+            print(f"  cold builds of the {what}: not measured in this run (pass --cold)")
         print("real node (one run)")
         node = real_node_figures(Path(tmp))
         for name, value in node.items():
@@ -262,10 +270,15 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="also measure a cold build (10-30 min)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions for medians (default 3)")
     parser.add_argument("--real-node", action="store_true", help="measure the real node instead (root)")
+    parser.add_argument(
+        "--cold-images", action="store_true", help="with --real-node: only the images cold (~8 min)"
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows while a long build runs
+    if args.cold_images and not args.real_node:
+        parser.error("--cold-images goes with --real-node")
     if args.real_node:
-        return real_node_main(args.cold)
+        return real_node_main(args.cold, args.cold_images)
 
     print("build (toolchain/build-cluster.sh)")
     for name, secs in build_figures(args.cold).items():

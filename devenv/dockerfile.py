@@ -1,9 +1,11 @@
 """Dockerfiles as data: the instructions our image builder (devenv/images.py) carries out.
 
 Plain parsing, no side effects, so every rule is tested without building anything. The subset is
-what single-stage Dockerfiles use: FROM, RUN, COPY, ENV, ARG, WORKDIR, USER, EXPOSE, CMD,
-ENTRYPOINT, LABEL, STOPSIGNAL. Anything else (ADD, multi-stage builds, SHELL, ONBUILD, ...) is a
-DockerfileError naming the file and line, never silently skipped.
+FROM, RUN, COPY, ENV, ARG, WORKDIR, USER, EXPOSE, CMD, ENTRYPOINT, LABEL, STOPSIGNAL. Anything else
+(ADD, SHELL, ONBUILD, ...) is a DockerfileError naming the file and line, never silently skipped.
+
+Multi-stage files split into stages (`stages`); the builder builds the last one, and takes each
+earlier stage a `COPY --from=<stage>` reads from a folder the catalog names (see devenv/images.py).
 """
 
 from __future__ import annotations
@@ -74,13 +76,65 @@ def parse(text: str, path: str = "Dockerfile") -> list[Instruction]:
         raise DockerfileError(f"{path}:{start}: the last instruction ends with a line continuation")
     if not instructions or instructions[0].keyword not in ("FROM", "ARG"):
         raise DockerfileError(f"{path}: the first instruction must be FROM")
-    froms = [i for i in instructions if i.keyword == "FROM"]
-    if len(froms) != 1:
-        raise DockerfileError(
-            f"{path}:{froms[1].line if len(froms) > 1 else 1}: exactly one FROM is supported "
-            "(no multi-stage builds)"
-        )
+    if not any(i.keyword == "FROM" for i in instructions):
+        raise DockerfileError(f"{path}: there is no FROM")
     return instructions
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One build stage: `FROM base [AS name]` and the instructions up to the next FROM."""
+
+    base: str
+    name: str  # "" for an unnamed stage
+    line: int
+    instructions: tuple[Instruction, ...]
+
+
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+
+
+def parse_from(args: str, path: str, line: int) -> tuple[str, str]:
+    """`FROM image [AS name]` -> (image, name); flags such as --platform are refused."""
+    words = args.split()
+    if words and words[0].startswith("--"):
+        raise DockerfileError(f"{path}:{line}: FROM {words[0].split('=')[0]} is not supported")
+    if len(words) == 1:
+        return words[0], ""
+    if len(words) == 3 and words[1].upper() == "AS" and _STAGE_NAME.match(words[2].lower()):
+        return words[0], words[2].lower()
+    raise DockerfileError(f"{path}:{line}: expected `FROM image` or `FROM image AS name`, got `FROM {args}`")
+
+
+def stages(
+    instructions: list[Instruction], path: str = "Dockerfile"
+) -> tuple[list[Instruction], list[Stage]]:
+    """The global ARGs before the first FROM, and the stages in order (the last is the image)."""
+    leading: list[Instruction] = []
+    found: list[Stage] = []
+    current: list[Instruction] = []
+    head: Instruction | None = None
+    for ins in instructions:
+        if ins.keyword == "FROM":
+            if head is not None:
+                found.append(_stage(head, current, path))
+            head, current = ins, []
+        elif head is None:
+            leading.append(ins)  # only ARG can come first (parse checks it)
+        else:
+            current.append(ins)
+    assert head is not None, "parse() guarantees a FROM"
+    found.append(_stage(head, current, path))
+    names = [s.name for s in found if s.name]
+    for name in names:
+        if names.count(name) > 1:
+            raise DockerfileError(f"{path}: two stages are named {name!r}")
+    return leading, found
+
+
+def _stage(head: Instruction, body: list[Instruction], path: str) -> Stage:
+    base, name = parse_from(head.args, path, head.line)
+    return Stage(base, name, head.line, tuple(body))
 
 
 _VAR = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
@@ -138,30 +192,38 @@ class ImageConfig:
 
 @dataclass(frozen=True)
 class Copy:
-    """A COPY: sources relative to the build context, a destination, optional --chown."""
+    """A COPY: sources (in the build context, or absolute paths of an earlier stage), a destination."""
 
     sources: tuple[str, ...]
     dest: str
     chown: str = ""
+    stage: str = ""  # --from=<stage>: the sources are that stage's files
 
 
 def parse_copy(args: str, variables: dict[str, str]) -> Copy:
-    """COPY [--chown=u:g] src... dest (the JSON form too); --from and other flags are refused."""
+    """COPY [--chown=u:g] [--from=stage] src... dest (the JSON form too); other flags are refused."""
     parts = command_form(args) if args.startswith("[") else shlex.split(args)
-    chown = ""
+    chown = stage = ""
     while parts and parts[0].startswith("--"):
         flag = parts.pop(0)
         if flag.startswith("--chown="):
             chown = flag.split("=", 1)[1]
+        elif flag.startswith("--from="):
+            stage = flag.split("=", 1)[1].lower()
         else:
-            raise DockerfileError(f"COPY {flag.split('=')[0]} is not supported (only --chown)")
+            raise DockerfileError(f"COPY {flag.split('=')[0]} is not supported (only --chown and --from)")
     if len(parts) < 2:
         raise DockerfileError("COPY needs at least one source and a destination")
     *sources, dest = [substitute(p, variables) for p in parts]
     for src in sources:
-        if src.startswith("/") or ".." in src.split("/"):
+        if ".." in src.split("/"):
+            raise DockerfileError(f"COPY source {src!r} leaves its {'stage' if stage else 'build context'}")
+        if src.startswith("/") and not stage:
             raise DockerfileError(f"COPY source {src!r} is outside the build context")
-    return Copy(tuple(sources), dest, chown)
+    if stage:
+        # A stage's files are named from its root, as docker does with relative ones too.
+        sources = ["/" + src.lstrip("/") for src in sources]
+    return Copy(tuple(sources), dest, chown, stage)
 
 
 def exposed_ports(args: str) -> list[str]:

@@ -6,11 +6,14 @@ build with Docker). Its FROM names a Debian root filesystem made with mmdebstrap
 catalog); its instructions are carried out as `docker build` would: RUN through /bin/sh in a chroot
 of the image (host network, private /proc and /dev, nothing mounted outside a private mount
 namespace; the host's resolv.conf and CA bundle are mounted for the command's downloads and are
-not part of the layer), COPY from the build context, the rest into the image config. Each RUN and COPY is one
-layer, cached under a hash of everything it depends on (the base, the instructions before it, the
-files it copies), like Docker's build cache: unchanged inputs build in about a second, a change in
-tenant_app/ rebuilds only that COPY layer. umoci keeps the layers in one OCI layout under
-$IOTISTIC_CACHE/images, shared by every checkout (tags are content hashes, never names).
+not part of the layer), COPY from the build context, the rest into the image config. A multi-stage
+Dockerfile's last stage is the image; an earlier stage is not built here but read from the folder
+the catalog gives for it (`stages:`): the billing image's `engine` stage compiles the Pulumi engine
+with toolchain/build-engine.sh, and its files are the ones the same script put in $IOTISTIC_CACHE.
+Each RUN and COPY is one layer, cached under a hash of everything it depends on (the base, the
+instructions before it, the files it copies), like Docker's build cache: unchanged inputs build in
+about a second, a change in tenant_app/ rebuilds only that COPY layer. umoci keeps the layers in
+one OCI layout under $IOTISTIC_CACHE/images, shared by every checkout (tags are content hashes, never names).
 """
 
 from __future__ import annotations
@@ -81,6 +84,15 @@ class Base:
 
 
 @dataclass(frozen=True)
+class StageFolder:
+    """Where the files of an earlier build stage are: `path` of stage `stage` is folder `host`."""
+
+    stage: str
+    path: str  # absolute, inside the stage
+    host: Path
+
+
+@dataclass(frozen=True)
 class ImageSpec:
     """One image of the catalog: the name pods use, its Dockerfile and build context."""
 
@@ -88,6 +100,22 @@ class ImageSpec:
     dockerfile: Path
     context: Path
     optional: bool = False
+    stages: tuple[StageFolder, ...] = ()
+
+    def stage_file(self, stage: str, path: str) -> Path:
+        """The host file standing for `path` of an earlier stage (the longest mapped prefix wins)."""
+        folders = [f for f in self.stages if f.stage == stage]
+        if not folders:
+            raise df.DockerfileError(
+                f"COPY --from={stage}: no stage {stage!r} is built here; "
+                f"the catalog's `stages:` for {self.ref} names none"
+            )
+        for folder in sorted(folders, key=lambda f: len(f.path), reverse=True):
+            prefix = folder.path.rstrip("/")
+            if path == prefix or path.startswith(prefix + "/"):
+                return folder.host / path[len(prefix) :].lstrip("/")
+        mapped = ", ".join(f.path for f in folders)
+        raise df.DockerfileError(f"COPY --from={stage} {path}: outside what the catalog maps ({mapped})")
 
     @property
     def short(self) -> str:
@@ -107,16 +135,25 @@ class Catalog:
 
 
 def load_catalog(path: Path = CATALOG, bin_dir: Path | None = None) -> Catalog:
-    """Read images.yaml; `$IOTISTIC_BIN` in a context means the folder of the built programs."""
+    """Read images.yaml; `$IOTISTIC_BIN` / `$IOTISTIC_CACHE` in a folder mean the built programs'
+    folder / the cache (both of this machine's set-up), anything else is relative to the repository."""
     data = yaml.safe_load(path.read_text())
     bin_dir = bin_dir or cache_dir() / "bin"
     bases = {
         name: Base(name, tuple(spec.get("packages") or ()), bool(spec.get("unmanaged_python")))
         for name, spec in data["bases"].items()
     }
+    places = {"$IOTISTIC_BIN": bin_dir, "$IOTISTIC_CACHE": cache_dir()}
 
     def place(value: str) -> Path:
-        return bin_dir if value == "$IOTISTIC_BIN" else ROOT / value
+        return places.get(value, ROOT / value)
+
+    def stage_folders(entry: dict) -> tuple[StageFolder, ...]:
+        return tuple(
+            StageFolder(stage, inner, place(host))
+            for stage, mapping in (entry.get("stages") or {}).items()
+            for inner, host in mapping.items()
+        )
 
     images = tuple(
         ImageSpec(
@@ -124,6 +161,7 @@ def load_catalog(path: Path = CATALOG, bin_dir: Path | None = None) -> Catalog:
             dockerfile=ROOT / entry["dockerfile"],
             context=place(entry.get("context", ".")),
             optional=bool(entry.get("optional")),
+            stages=stage_folders(entry),
         )
         for entry in data["images"]
     )
@@ -318,10 +356,22 @@ class ImageBuilder:
     def _build_image(self, spec: ImageSpec, result: BuildResult) -> str:
         if not spec.dockerfile.exists():
             raise ImageBuildError(f"{spec.ref}: {spec.dockerfile} does not exist")
-        rel = spec.dockerfile.relative_to(ROOT)
-        instructions = df.parse(spec.dockerfile.read_text(), str(rel))
+        rel = spec.dockerfile.relative_to(ROOT) if spec.dockerfile.is_relative_to(ROOT) else spec.dockerfile
+        try:
+            leading, stages = df.stages(df.parse(spec.dockerfile.read_text(), str(rel)), str(rel))
+        except df.DockerfileError as e:
+            raise ImageBuildError(str(e)) from None
+        given = {f.stage for f in spec.stages}
+        for stage in stages[:-1]:
+            if stage.name not in given:
+                raise ImageBuildError(
+                    f"{rel}:{stage.line}: the build stage {stage.name or '(unnamed)'!r} (FROM {stage.base}) "
+                    f"is not built here; name the folder that holds its files in {CATALOG.name}'s "
+                    f"`stages:` for {spec.ref}"
+                )
+        final = stages[-1]
         step = _Steps(self, spec, str(rel), result)
-        for ins in instructions:
+        for ins in [*leading, df.Instruction("FROM", final.base, final.line), *final.instructions]:
             try:
                 step.apply(ins)
             except df.DockerfileError as e:
@@ -452,6 +502,12 @@ class _Steps:
         self.args: dict[str, str] = {}
         self.bundle: Path | None = None
         self.work: tempfile.TemporaryDirectory | None = None
+        # Consecutive COPYs not in the cache, from one origin (the build context, or one earlier
+        # stage), applied together and packed as one layer: packing scans the whole root
+        # filesystem (~10 s per layer in the billing image). Origins stay apart so a change in the
+        # context never packs the engine's files again.
+        self.pending: list[tuple[str, int, Callable[[Path], None], str]] = []
+        self.pending_origin = ""
 
     @property
     def variables(self) -> dict[str, str]:
@@ -465,8 +521,6 @@ class _Steps:
             return
         if kw == "FROM":
             self.base_name = df.substitute(args.split()[0], self.args)
-            if len(args.split()) > 1:
-                raise df.DockerfileError("FROM ... AS (multi-stage builds) is not supported")
             self.tag, self.key = self.b.base_tag(self.base_name, self.result)
             if self.base_name != "scratch":
                 self.config.env["PATH"] = df.DEFAULT_PATH
@@ -494,8 +548,13 @@ class _Steps:
         elif kw == "COPY":
             copy = df.parse_copy(args, self.variables)
             self.key = digest(self.key, self._sources_digest(copy))
-            self._layer(f"COPY {args}", ins.line, lambda rootfs: self._copy(rootfs, copy))
+            # Its destination and owner as they are now (a WORKDIR or USER after it must not count).
+            dest = copy.dest if copy.dest.startswith("/") else str(Path(self.config.workdir) / copy.dest)
+            dest += "/" if copy.dest.endswith("/") and not dest.endswith("/") else ""  # `./` is a folder
+            copy = df.Copy(copy.sources, dest, copy.chown, copy.stage)
+            self._copy_layer(f"COPY {args}", ins.line, lambda rootfs: self._copy(rootfs, copy), copy.stage)
         elif kw == "RUN":
+            self._flush()
             if self.base_name == "scratch":
                 raise df.DockerfileError("RUN in an image FROM scratch: there is no shell to run it")
             argv = df.command_form(args)
@@ -506,8 +565,40 @@ class _Steps:
             )
 
     # -- layers -----------------------------------------------------------------------------------
-    def _layer(self, what: str, line: int, change: Callable[[Path], None]) -> None:
+    def _copy_layer(self, what: str, line: int, change: Callable[[Path], None], origin: str) -> None:
+        """A COPY: cached, or kept for the next layer packed (a RUN's, another origin's, the end's)."""
+        if self.pending and origin != self.pending_origin:
+            self._flush()
+        self.pending_origin = origin
         tag = f"step-{self.key}"
+        if self.b.layout.has(tag):
+            # Keys chain, so this layer already holds any COPY still pending before it.
+            self.result.cached_steps += len(self.pending) + 1
+            self.pending = []
+            self.tag = tag
+            return
+        self.pending.append((what, line, change, self.key))
+
+    def _flush(self) -> None:
+        """Apply the pending COPYs and pack them as one layer, tagged with the last one's key."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+
+        def apply_all(rootfs: Path) -> None:
+            for what, line, change, _ in pending:
+                log(f"{self.spec.short}: {what}")
+                try:
+                    change(rootfs)
+                except (ImageBuildError, df.DockerfileError) as e:
+                    raise ImageBuildError(f"{self.path}:{line}: {self.spec.short}: {what}: {e}") from None
+
+        first_line, last_key = pending[0][1], pending[-1][3]
+        self._layer(f"{len(pending)} COPY step(s) as one layer", first_line, apply_all, last_key)
+        self.result.built_steps += len(pending) - 1
+
+    def _layer(self, what: str, line: int, change: Callable[[Path], None], key: str = "") -> None:
+        tag = f"step-{key or self.key}"
         label = f"{self.spec.short}: {what}"
         if self.b.layout.has(tag):
             self.result.cached_steps += 1
@@ -592,9 +683,12 @@ class _Steps:
         """(file, path inside the destination) for every file a COPY takes, in a stable order."""
         out: list[tuple[Path, str]] = []
         for src in copy.sources:
-            path = self.spec.context / src
+            path = self._source(copy, src)
             if not path.exists():
-                raise df.DockerfileError(f"COPY {src}: no such file in the build context {self.spec.context}")
+                where = (
+                    f"stage {copy.stage} ({path})" if copy.stage else f"the build context {self.spec.context}"
+                )
+                raise df.DockerfileError(f"COPY {src}: no such file in {where}")
             if path.is_dir():
                 for dirpath, dirnames, filenames in os.walk(path):
                     dirnames[:] = sorted(d for d in dirnames if d not in IGNORED)
@@ -607,6 +701,10 @@ class _Steps:
                 out.append((path, path.name))
         return out
 
+    def _source(self, copy: df.Copy, src: str) -> Path:
+        """The host path of one COPY source: in the build context, or in an earlier stage's folder."""
+        return self.spec.stage_file(copy.stage, src) if copy.stage else self.spec.context / src
+
     def _sources_digest(self, copy: df.Copy) -> str:
         h = hashlib.sha256()
         for f, rel in self._sources(copy):
@@ -616,14 +714,12 @@ class _Steps:
 
     def _copy(self, rootfs: Path, copy: df.Copy) -> None:
         uid, gid = resolve_user(rootfs, copy.chown) if copy.chown else (0, 0)
-        dest = copy.dest if copy.dest.startswith("/") else str(Path(self.config.workdir) / copy.dest)
-        into_dir = (
-            dest.endswith("/") or len(copy.sources) > 1 or (self.spec.context / copy.sources[0]).is_dir()
-        )
+        dest = copy.dest
+        into_dir = dest.endswith("/") or len(copy.sources) > 1 or self._source(copy, copy.sources[0]).is_dir()
         target = inside(rootfs, dest)
         for src in copy.sources:
-            path = self.spec.context / src
-            for f, rel in self._sources(df.Copy((src,), copy.dest, copy.chown)):
+            path = self._source(copy, src)
+            for f, rel in self._sources(df.Copy((src,), copy.dest, copy.chown, copy.stage)):
                 if path.is_dir():
                     out = target / rel
                 elif into_dir or (target.is_dir() and not target.is_symlink()):
@@ -638,6 +734,7 @@ class _Steps:
     def finish(self) -> str:
         """The image's final tag: its last layer with the Dockerfile's config."""
         try:
+            self._flush()
             tag = f"image-{digest(self.key, 'config', self.config.as_json())}"
             if not self.b.layout.has(tag):
                 image = self.b.layout.image(tag)

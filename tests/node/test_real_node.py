@@ -269,6 +269,55 @@ def test_the_images_command_builds_from_cache_and_lists_every_image(real_cluster
     )
 
 
+# The engine it carries, then the code of both commands, the program it deploys and the policy pack.
+ENGINE_CHECK = (
+    "pulumi version && pulumi plugin ls && "
+    'python -c "import billing.api, billing.jobs, automation.provision, program, policy.pack" && '
+    "echo imports ok"
+)
+
+
+def test_the_billing_image_runs_its_engine_on_the_real_node(real_cluster, kubectl):
+    """The billing image, built from billing/Dockerfile, runs the engine it carries as its own user."""
+    namespace = "billing-image-check"
+    kubectl("create", "namespace", namespace)
+    overrides = {
+        "spec": {
+            "nodeSelector": {REAL_NODE_LABEL: "real"},
+            "tolerations": [{"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "engine",
+                    "image": "iotistic.local/iotistic/billing:local",
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", ENGINE_CHECK],
+                }
+            ],
+        }
+    }
+    kubectl(
+        "-n", namespace, "run", "engine", "--image=iotistic.local/iotistic/billing:local",
+        "--restart=Never", f"--overrides={json.dumps(overrides)}",
+    )  # fmt: skip
+    api = real_cluster.api()
+
+    def finished():
+        pod = api.get(f"/api/v1/namespaces/{namespace}/pods/engine") or {}
+        phase = pod.get("status", {}).get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = wait_until(finished, 120, "the billing image's pod to finish")
+    logs = kubectl("-n", namespace, "logs", "engine").stdout
+    assert phase == "Succeeded", logs
+    assert logs.splitlines()[0].startswith("v3."), logs
+    rows = [line.split() for line in logs.splitlines()]
+    # The plugins the project pins, registered in the image's PULUMI_HOME (no download possible).
+    assert any(r[:3] == ["kubernetes", "resource", "4.25.0"] for r in rows), logs
+    assert any(r[:3] == ["random", "resource", "4.21.1"] for r in rows), logs
+    assert "imports ok" in logs, logs
+    kubectl("delete", "namespace", namespace, "--wait=false")
+
+
 def test_a_second_real_node_is_refused_naming_the_first(real_cluster, tmp_path):
     other = LocalCluster.on_free_ports(tmp_path / "other")
     with pytest.raises(NodeBusy) as err:

@@ -21,7 +21,7 @@ def test_instructions_join_continuations_and_skip_comments():
     ("text", "message"),
     [
         ("FROM x\nADD https://example.invalid/a /a\n", "Dockerfile:2: ADD is not supported"),
-        ("FROM a AS b\nFROM c\n", "exactly one FROM"),
+        ("ARG A=1\n", "there is no FROM"),
         ("RUN true\n", "the first instruction must be FROM"),
         ("FROM x\nRUN a \\\n", "ends with a line continuation"),
     ],
@@ -46,10 +46,43 @@ def test_command_forms():
 def test_copy_stays_inside_its_context():
     assert df.parse_copy("--chown=1:2 a b /dest/", {}) == df.Copy(("a", "b"), "/dest/", "1:2")
     for bad in ("../secret /x", "/etc/passwd /x"):
-        with pytest.raises(df.DockerfileError, match="outside the build context"):
+        with pytest.raises(df.DockerfileError, match="(outside|leaves) (the|its) build context"):
             df.parse_copy(bad, {})
-    with pytest.raises(df.DockerfileError, match="--from"):
-        df.parse_copy("--from=builder /a /b", {})
+    with pytest.raises(df.DockerfileError, match="--link"):
+        df.parse_copy("--link a /b", {})
+
+
+def test_copy_from_a_stage_names_the_stage_and_its_absolute_paths():
+    copy = df.parse_copy("--from=Engine /opt/bin/a opt/bin/b /dest/", {})
+    assert copy == df.Copy(("/opt/bin/a", "/opt/bin/b"), "/dest/", "", "engine")
+    with pytest.raises(df.DockerfileError, match="leaves its stage"):
+        df.parse_copy("--from=engine /opt/../etc/shadow /x", {})
+
+
+def test_a_multi_stage_file_splits_into_global_args_and_named_stages():
+    text = (
+        "ARG GO=1.26\nFROM golang:${GO} AS engine\nRUN make\n"
+        "FROM python:3.11-slim\nCOPY --from=engine /o /o\n"
+    )
+    leading, stages = df.stages(df.parse(text))
+    assert [i.keyword for i in leading] == ["ARG"]
+    assert [(s.base, s.name, s.line, len(s.instructions)) for s in stages] == [
+        ("golang:${GO}", "engine", 2, 1),
+        ("python:3.11-slim", "", 4, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("FROM a AS b\nFROM c AS b\n", "two stages are named 'b'"),
+        ("FROM --platform=linux/arm64 a\n", "Dockerfile:1: FROM --platform is not supported"),
+        ("FROM a b c\n", "Dockerfile:1: expected `FROM image` or `FROM image AS name`"),
+    ],
+)
+def test_stages_the_builder_cannot_read_are_errors_naming_the_line(text, message):
+    with pytest.raises(df.DockerfileError, match=message):
+        df.stages(df.parse(text))
 
 
 def test_exposed_ports_default_to_tcp():
