@@ -73,6 +73,7 @@ class SizeResult:
     one_change: Run
     control_plane_growth_kib: int
     cli_read_seconds: float  # per stack, the previous reconcile's way
+    growth_by_component_kib: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -180,10 +181,13 @@ def one_size(n: int, work: Path) -> SizeResult:
             IOTISTIC_LICENSE_SIGNING_KEY_FILE=str(key),
             PULUMI_CONFIG_PASSPHRASE=passphrase,
         )
-        cluster_pids = [pid for pid in cluster.pids().values() if pid]
-        before_kib = total_kib(cluster_pids)
+        components = {name: pid for name, pid in cluster.pids().items() if pid}
+        cluster_pids = list(components.values())
+        before = {name: total_kib([pid]) for name, pid in components.items()}
         create = run_reconcile(tenants, env, backend, cluster_pids, "create", n)
-        growth = total_kib(cluster_pids) - before_kib
+        # Where the control plane's memory went (the next thing to tune at 1,000 customers).
+        by_component = {name: total_kib([pid]) - before[name] for name, pid in components.items()}
+        growth = sum(by_component.values())
         rerun = run_reconcile(tenants, env, backend, cluster_pids, "re-run", n)
         tenants.write_text(tenants_file(n, changed=n // 2))
         one = run_reconcile(tenants, env, backend, cluster_pids, "one change", 1)
@@ -202,7 +206,7 @@ def one_size(n: int, work: Path) -> SizeResult:
             open_stack(name, settings).outputs()
             deployed_license(name, settings)
         cli_read = (time.monotonic() - started) / len(sample)
-        return SizeResult(n, cluster.nodes, create, rerun, one, growth, cli_read)
+        return SizeResult(n, cluster.nodes, create, rerun, one, growth, cli_read, by_component)
     finally:
         cluster.stop()
 
@@ -228,6 +232,10 @@ def report(results: list[SizeResult]) -> None:
             f"{r.create.cpu_seconds / r.customers:>10.2f} {mib(r.create.peak_kib):>10} "
             f"{r.control_plane_growth_kib / 1024 / r.customers:>16.2f}"
         )
+    print("\n== what the control plane grew by while the customers were created, by process")
+    for r in results:
+        parts = sorted(r.growth_by_component_kib.items(), key=lambda kv: -kv[1])
+        print(f"{r.customers:>10}  " + ", ".join(f"{name} {mib(kib)}" for name, kib in parts))
     print("\n== re-run with nothing changed, and one tenant changed")
     print(
         f"{'customers':>10} {'re-run s':>9} {'deployed':>9} {'CLI reads s':>12} {'ratio':>7} "
