@@ -19,6 +19,7 @@ one OCI layout under $IOTISTIC_CACHE/images, shared by every checkout (tags are 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -551,7 +552,7 @@ class _Steps:
             # Its destination and owner as they are now (a WORKDIR or USER after it must not count).
             dest = copy.dest if copy.dest.startswith("/") else str(Path(self.config.workdir) / copy.dest)
             dest += "/" if copy.dest.endswith("/") and not dest.endswith("/") else ""  # `./` is a folder
-            copy = df.Copy(copy.sources, dest, copy.chown, copy.stage)
+            copy = dataclasses.replace(copy, dest=dest)
             self._copy_layer(f"COPY {args}", ins.line, lambda rootfs: self._copy(rootfs, copy), copy.stage)
         elif kw == "RUN":
             self._flush()
@@ -719,7 +720,7 @@ class _Steps:
         target = inside(rootfs, dest)
         for src in copy.sources:
             path = self._source(copy, src)
-            for f, rel in self._sources(df.Copy((src,), copy.dest, copy.chown, copy.stage)):
+            for f, rel in self._sources(dataclasses.replace(copy, sources=(src,))):
                 if path.is_dir():
                     out = target / rel
                 elif into_dir or (target.is_dir() and not target.is_symlink()):

@@ -115,6 +115,11 @@ class PortForward:
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
+def ready(pod: dict) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
 def pods_report(kubectl: Kubectl, namespaces: list[str], name: str) -> str:
     """What a reviewer needs when real pods do not get Ready: pods, events and logs of the unready.
 
@@ -129,8 +134,7 @@ def pods_report(kubectl: Kubectl, namespaces: list[str], name: str) -> str:
         listing = kubectl("-n", namespace, "get", "pods", "-o", "json", check=False)
         items = json.loads(listing.stdout or "{}").get("items", [])
         for pod in items:
-            conditions = pod.get("status", {}).get("conditions", [])
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            if ready(pod):
                 continue
             name_ = pod["metadata"]["name"]
             out = kubectl(

@@ -33,7 +33,7 @@ from licensing import sign_access_token
 from licensing.keys import generate_private_key_pem, public_key_pem
 from tenant_app.simulator import publish_readings
 from tests.cluster.conftest import wait_until
-from tests.node.conftest import PortForward, host_snapshot, pods_report
+from tests.node.conftest import PortForward, host_snapshot, pods_report, ready
 from tests.tenant_app.helpers import http
 
 pytestmark = pytest.mark.engine
@@ -57,11 +57,6 @@ def pods(api, namespace: str) -> dict[str, dict]:
     return {
         p["metadata"]["labels"]["app"]: p for p in items if p["metadata"].get("deletionTimestamp") is None
     }
-
-
-def ready(pod: dict) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 @pytest.fixture(scope="module")

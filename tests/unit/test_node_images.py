@@ -10,7 +10,15 @@ import pytest
 
 from components.placement import LOCAL_IMAGES
 from devenv import dockerfile as df
-from devenv.images import ROOT, ImageBuilder, ImageBuildError, cache_dir, debian_sources, load_catalog
+from devenv.images import (
+    ROOT,
+    ImageBuilder,
+    ImageBuildError,
+    ImageSpec,
+    cache_dir,
+    debian_sources,
+    load_catalog,
+)
 
 
 def test_every_image_of_a_real_customer_is_in_the_catalog():
@@ -37,6 +45,12 @@ def test_every_dockerfile_of_the_catalog_parses_and_has_a_known_base():
         assert {s.name for s in stages[:-1]} <= {f.stage for f in spec.stages}, spec.ref
 
 
+def final_stage_copies(spec: ImageSpec) -> list[df.Copy]:
+    """The COPY instructions of the stage that becomes the image."""
+    _, stages = df.stages(df.parse(spec.dockerfile.read_text()))
+    return [df.parse_copy(i.args, {}) for i in stages[-1].instructions if i.keyword == "COPY"]
+
+
 def project_modules() -> set[str]:
     """The repository's own top-level modules and packages (what an image may need to copy)."""
     return {p.stem for p in ROOT.glob("*.py")} | {p.parent.name for p in ROOT.glob("*/__init__.py")}
@@ -60,9 +74,7 @@ def test_every_image_copies_the_project_modules_its_code_imports():
     for spec in load_catalog().wanted():
         if spec.context != ROOT:
             continue
-        _, stages = df.stages(df.parse(spec.dockerfile.read_text()))
-        copies = [df.parse_copy(i.args, {}) for i in stages[-1].instructions if i.keyword == "COPY"]
-        copied = {Path(src) for c in copies if not c.stage for src in c.sources}
+        copied = {Path(src) for c in final_stage_copies(spec) if not c.stage for src in c.sources}
         modules = {p.stem if p.suffix == ".py" else str(p) for p in copied} & own
         needed: set[str] = set()
         for path in copied:
@@ -74,9 +86,7 @@ def test_every_image_copies_the_project_modules_its_code_imports():
 def test_the_billing_image_takes_the_engine_this_machine_built():
     """billing/Dockerfile's `COPY --from=engine` sources are files of the cache's engine build."""
     spec = next(s for s in load_catalog().images if s.ref == "iotistic.local/iotistic/billing:local")
-    _, stages = df.stages(df.parse(spec.dockerfile.read_text()))
-    copies = [df.parse_copy(i.args, {}) for i in stages[-1].instructions if i.keyword == "COPY"]
-    copies = [c for c in copies if c.stage]
+    copies = [c for c in final_stage_copies(spec) if c.stage]
     sources = [spec.stage_file(c.stage, src) for c in copies for src in c.sources]
     names = [p.name for p in sources]
     assert names == ["pulumi", "pulumi-language-python", "pulumi-language-python-exec", "plugins"]
