@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import CustomerInstance, CustomerInstanceArgs, Images, Networking, Storage
+from components.completion import once_deployed
 from components.platform import STACK as PLATFORM_STACK
 from components.platform import BillingPlatform, BillingPlatformArgs
 from tenancy.schema import Tenant, effective_overrides, load_tenants, tenant_problems
@@ -125,7 +126,11 @@ def iotistic_program() -> None:
         pulumi.export("mqttEndpoint", instance.mqtt_endpoint)
         pulumi.export("mqttWebsocketUrl", instance.mqtt_websocket_url)
         pulumi.export("databasePassword", instance.database_password)
-        # Bookkeeping for automation/reconcile: who manages this stack and from which tenants.yaml entry.
+        # Bookkeeping for automation/reconcile: who manages this stack and from which tenants.yaml
+        # entry. The fingerprint and the license's expiry resolve only once every resource of the
+        # instance is deployed, so the outputs of a failed or interrupted update are never recorded:
+        # the stack keeps those of its last complete deployment, and the next reconcile sees it as
+        # changed (or never deployed) and deploys it again.
         pulumi.export("source", config.get("source") or "tenants.yaml")
-        pulumi.export("tenantHash", config.get("tenantHash"))
-        pulumi.export("licenseExpiresAt", config.get("licenseExpiresAt"))
+        pulumi.export("tenantHash", once_deployed(instance, config.get("tenantHash")))
+        pulumi.export("licenseExpiresAt", once_deployed(instance, config.get("licenseExpiresAt")))

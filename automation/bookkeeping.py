@@ -33,28 +33,44 @@ class DeployedStack:
     tenant_hash: str | None
     instance_url: str = ""
     license_expires_at: datetime | None = None
+    # The last update was interrupted (killed, or the machine went down) with operations in flight.
+    incomplete: bool = False
 
 
-def _plain_outputs(raw: bytes) -> dict[str, str]:
-    """The string outputs of a checkpoint's stack resource; secrets (objects) are left out."""
+def _latest(raw: bytes) -> dict:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
-    latest = (json.loads(raw).get("checkpoint") or {}).get("latest") or {}
+    return (json.loads(raw).get("checkpoint") or {}).get("latest") or {}
+
+
+def _stack_outputs(latest: dict) -> dict[str, str]:
     for resource in latest.get("resources") or []:
         if resource.get("type") == STACK_TYPE:
             return {k: v for k, v in (resource.get("outputs") or {}).items() if isinstance(v, str)}
     return {}
 
 
+def _plain_outputs(raw: bytes) -> dict[str, str]:
+    """The string outputs of a checkpoint's stack resource; secrets (objects) are left out."""
+    return _stack_outputs(_latest(raw))
+
+
 def _from_checkpoint(name: str, raw: bytes) -> DeployedStack:
-    outputs = _plain_outputs(raw)
+    latest = _latest(raw)
+    outputs = _stack_outputs(latest)
     expires = outputs.get("licenseExpiresAt")
     try:
         expires_at = datetime.fromisoformat(expires) if expires else None
     except ValueError:
         expires_at = None
     return DeployedStack(
-        name, outputs.get("source"), outputs.get("tenantHash"), outputs.get("instanceUrl", ""), expires_at
+        name,
+        outputs.get("source"),
+        outputs.get("tenantHash"),
+        outputs.get("instanceUrl", ""),
+        expires_at,
+        # The engine lists the creates, updates and deletes it had started when it was stopped.
+        incomplete=bool(latest.get("pending_operations")),
     )
 
 

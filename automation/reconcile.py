@@ -54,7 +54,9 @@ def plan_reconcile(
     """Compare tenants.yaml with what the backend says was last deployed successfully.
 
     Decided from the stacks' bookkeeping outputs alone (automation.bookkeeping), so a re-run of
-    1,000 unchanged tenants costs no engine run at all.
+    1,000 unchanged tenants costs no engine run at all. The program records a tenant's fingerprint
+    only once its whole instance is deployed, so a stack whose last update failed has the previous
+    fingerprint (an update) or none (a create); one whose update was interrupted is updated too.
     """
     now = now or datetime.now(UTC)
     renew_before = now + timedelta(days=RENEW_WHEN_DAYS_LEFT)
@@ -66,7 +68,8 @@ def plan_reconcile(
             plan.conflicts.append(tenant.id)
         elif current is None or current.tenant_hash is None:
             plan.create.append(tenant)
-        elif current.tenant_hash != tenant_hash(tenant):
+        elif current.tenant_hash != tenant_hash(tenant) or current.incomplete:
+            # An interrupted update may have left anything half-done: deploying again finishes it.
             plan.update.append(tenant)
         elif current.license_expires_at is not None and current.license_expires_at <= renew_before:
             plan.renew.append(tenant)

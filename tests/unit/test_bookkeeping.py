@@ -66,6 +66,18 @@ def test_outputs_of_every_stack_come_from_the_checkpoints(tmp_path: Path):
     }
 
 
+def test_a_checkpoint_with_operations_in_flight_is_an_incomplete_deploy(tmp_path: Path):
+    stacks = tmp_path / "state" / ".pulumi" / "stacks" / "iotistic"
+    stacks.mkdir(parents=True)
+    done = json.loads(checkpoint({"source": "tenants.yaml", "tenantHash": "abc"}))
+    (stacks / "done.json").write_text(json.dumps(done))
+    done["checkpoint"]["latest"]["pending_operations"] = [{"resource": {"type": "x"}, "type": "creating"}]
+    (stacks / "killed.json").write_text(json.dumps(done))
+    found = deployed_stacks(StackSettings.in_folder(tmp_path, "unused", None))
+    assert not found["done"].incomplete
+    assert found["killed"].incomplete and found["killed"].tenant_hash == "abc"
+
+
 def test_one_stacks_plain_outputs_come_from_its_own_checkpoint(tmp_path: Path):
     stacks = tmp_path / "state" / ".pulumi" / "stacks" / "iotistic"
     stacks.mkdir(parents=True)

@@ -84,6 +84,12 @@ def test_a_stack_without_a_recorded_hash_is_created_again():
     assert plan_reconcile([ACME], {"acme": never_finished}) == ReconcilePlan(create=[ACME])
 
 
+def test_a_stack_whose_last_update_was_interrupted_is_deployed_again():
+    # Same fingerprint, but the engine was stopped with operations in flight.
+    interrupted = replace(deployed(ACME), incomplete=True)
+    assert plan_reconcile([ACME], by_name(interrupted)) == ReconcilePlan(update=[ACME])
+
+
 def test_removed_tenants_are_reported_only_for_stacks_tenants_yaml_manages():
     stacks = by_name(
         deployed(ACME),
