@@ -45,9 +45,16 @@ TRANSIENT = re.compile(
     r"currently locked|ConcurrentUpdateError|conflict: Another update is currently in progress|"
     r"connection refused|unable to connect|i/o timeout|TLS handshake timeout|"
     r"the server is currently unable to handle the request|etcdserver: request timed out|"
-    r"http2: client connection lost|context deadline exceeded|timed out after",
+    r"http2: client connection lost|context deadline exceeded|timed out after|"
+    r"the object has been modified",
     re.IGNORECASE,
 )
+# A write that lost a race inside the API server: the ResourceQuota admission plugin updating the
+# namespace's quota usage (or any optimistic-concurrency write) found the object changed under it.
+# The API server gives up after a few tries of its own under load; the next attempt succeeds.
+CONFLICT = re.compile(r"the object has been modified; please apply your changes to the latest version")
+CONFLICT_ATTEMPTS = 3
+CONFLICT_BACKOFF_SECONDS = 2.0
 _LOCK = re.compile(r"created by (?P<user>[^@\s]+)@(?P<host>\S+) \(pid (?P<pid>\d+)\) at (?P<at>\S+)")
 
 
@@ -252,13 +259,26 @@ def _attempt(job: DeployJob, log: Callable[[str], None]) -> StackResult:
     raise ValueError(f"unknown action {job.action!r}")
 
 
-def execute(job: DeployJob, log: Callable[[str], None]) -> DeployResult:
-    """Run the job here (the child process), clearing an orphaned lock once."""
+def execute(
+    job: DeployJob, log: Callable[[str], None], sleep: Callable[[float], None] = time.sleep
+) -> DeployResult:
+    """Run the job here (the child process), clearing an orphaned lock once and trying again
+    after a write conflict in the API server (up to CONFLICT_ATTEMPTS in all)."""
     result = _attempt(job, log)
     if not result.ok and stale_lock(result.error, datetime.now(UTC)):
         log(f"{job.stack}: removing a lock left by a deploy that is gone, then trying again")
         open_stack(job.stack, job.settings).cancel()
         result = _attempt(job, log)
+    for attempt in range(2, CONFLICT_ATTEMPTS + 1):
+        if result.ok or job.action not in ("up", "destroy") or not CONFLICT.search(result.error):
+            break
+        # An `up` or `destroy` continues from what the failed one recorded: only the refused
+        # writes are made again.
+        log(f"{job.stack}: a write lost a conflict in the API server; try {attempt} of {CONFLICT_ATTEMPTS}")
+        sleep(CONFLICT_BACKOFF_SECONDS * (attempt - 1))
+        seconds = result.seconds
+        result = _attempt(job, log)
+        result.seconds += seconds
     return DeployResult(**asdict(result), transient=not result.ok and bool(TRANSIENT.search(result.error)))
 
 
