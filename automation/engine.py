@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pulumi import automation as auto
+from pulumi.automation._cmd import _MINIMUM_VERSION, _parse_and_validate_pulumi_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,9 +68,35 @@ class Engine:
         return _command(str(self.pulumi_bin.parent.parent))
 
 
+class _KnownVersionCommand(auto.PulumiCommand):
+    """A PulumiCommand for a CLI whose version is already known: PulumiCommand() itself runs
+    `pulumi version` (a Go start, ~0.2 s of CPU) in every deploy process."""
+
+    def __init__(self, root: str, version: str) -> None:  # the parent's __init__ is skipped on purpose
+        self.command = os.path.join(root, "bin", "pulumi")
+        # The same check PulumiCommand() makes against the SDK's minimum version.
+        self.version = _parse_and_validate_pulumi_version(_MINIMUM_VERSION, version.removeprefix("v"), False)
+
+
 @functools.cache
 def _command(root: str) -> auto.PulumiCommand:
-    return auto.PulumiCommand(root=root)
+    """One handle per process; the CLI's version read once per engine build and kept beside it."""
+    binary = Path(root) / "bin" / "pulumi"
+    stat = binary.stat()
+    stamp = binary.with_name(".pulumi.version")
+    key = f"{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        cached_key, version = stamp.read_text().split()
+        if cached_key == key:
+            return _KnownVersionCommand(root, version)
+    except (OSError, ValueError):
+        pass
+    command = auto.PulumiCommand(root=root)
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next process a `pulumi version`
+        tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}")
+        tmp.write_text(f"{key} {command.version}\n")
+        tmp.replace(stamp)
+    return command
 
 
 def locate_engine() -> Engine:
