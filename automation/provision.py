@@ -29,7 +29,14 @@ from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
 from pulumi.runtime.proto import language_pb2_grpc
 
 from automation.bookkeeping import stack_outputs
-from automation.workspace import POLICY_PACK, StackSettings, open_stack, set_secret, stack_cli
+from automation.workspace import (
+    POLICY_PACK,
+    StackSettings,
+    open_stack,
+    set_plain_config,
+    set_secret,
+    stack_cli,
+)
 from tenancy.schema import Tenant
 
 TENANT_HASH_KEY = "tenantHash"
@@ -113,12 +120,12 @@ def write_stack_config(
     source: str,
     suspended: bool = False,
 ) -> None:
-    """The customer's stack config: plaintext values in one call, the license as a secret via stdin."""
-    stack.set_all_config(
-        tenant_config(
-            tenant, license_key, settings.kubeconfig, source, suspended, settings.license_public_key
-        )
+    """The customer's stack config: plaintext values written to its file, the license as a secret
+    via stdin."""
+    config = tenant_config(
+        tenant, license_key, settings.kubeconfig, source, suspended, settings.license_public_key
     )
+    set_plain_config(stack.name, settings, {k: v.value for k, v in config.items()})
     if license_key:
         set_secret(stack, f"iotistic:{LICENSE_KEY}", license_key)
 
