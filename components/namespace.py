@@ -5,21 +5,13 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.labels import CUSTOMER_LABEL, DEFAULT_ENVIRONMENT, ENVIRONMENT_LABEL, PLAN_LABEL
 from components.workload import MANAGED_BY
 
 # Pod Security admission: reject any pod that is not "restricted", and say so in warnings/audit too.
 POD_SECURITY_LABELS = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")
 }
-
-
-# Read back by policy/ (and anyone with kubectl): whose namespace it is, its plan, its environment.
-CUSTOMER_LABEL = "customer-id"
-PLAN_LABEL = "iotistic.io/plan"
-# "production" makes the policy pack's image-tag rule mandatory (stack config iotistic:environment).
-ENVIRONMENT_LABEL = "iotistic.io/environment"
-PRODUCTION = "production"
-DEFAULT_ENVIRONMENT = "development"
 
 
 def namespace_labels(customer_id: str, plan: str, environment: str = DEFAULT_ENVIRONMENT) -> dict[str, str]:

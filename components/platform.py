@@ -15,7 +15,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.args import Images, Networking, Storage
-from components.namespace import DEFAULT_ENVIRONMENT, ENVIRONMENT_LABEL, POD_SECURITY_LABELS
+from components.labels import DEFAULT_ENVIRONMENT, ENVIRONMENT_LABEL
+from components.namespace import POD_SECURITY_LABELS
 from components.ownership import owned
 from components.postgres import postgres
 from components.secrets import database_url, opaque_secret, random_password

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from components.namespace import CUSTOMER_LABEL, ENVIRONMENT_LABEL, PLAN_LABEL, PRODUCTION
+from components.labels import CUSTOMER_LABEL, ENVIRONMENT_LABEL, PLAN_LABEL, PRODUCTION
 from components.stateful import ALLOW_REPLACEMENT, NAMESPACE, PVC, STATEFULSET, is_stateful
 from licensing.plans import PLANS
 
