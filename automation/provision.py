@@ -162,22 +162,48 @@ def inline_program_server(program: Callable[[], None]) -> Iterator[str]:
         server.stop(0)
 
 
+@dataclass
+class UpRun:
+    """What one `pulumi up` did: the changes of its update, whether the update phase started at
+    all (a preview first may stop it), the mandatory policy violations reported, and its error."""
+
+    changes: dict[str, int] = field(default_factory=dict)
+    updated: bool = False
+    violations: list[str] = field(default_factory=list)
+    error: auto.CommandError | None = None
+
+
+def _policy_violation(event: dict) -> str | None:
+    """ "<policy>: <violation>" for a mandatory policy event of the engine's event log."""
+    if (event.get("enforcementLevel") or "").lower() != "mandatory":
+        return None
+    # pulumi-policy sends "<the policy's description>\n<the violation>".
+    message = (event.get("message") or "").strip().split("\n", 1)[-1].strip()
+    return f"{event.get('policyName')}: {message}"
+
+
 def run_up(
     stack: auto.Stack,
     policy_packs: list[str],
     on_output: Callable[[str], None] | None = None,
     program: Callable[[], None] | None = None,
-) -> dict[str, int]:
-    """`pulumi up` as Stack.up runs it, and the changes it made (creates, updates, ...).
+    preview_first: bool = True,
+) -> UpRun:
+    """`pulumi up --yes`: a preview under the policy packs, then the update, in one engine run.
 
-    Stack.up follows the update with three more engine runs (`stack output` twice, `stack history`),
-    each decrypting the stack's secrets: about 1 s of CPU per deploy, a sixth of what a customer
-    costs. The changes come from the update's own event log instead, and the outputs from the
-    checkpoint (automation.bookkeeping.stack_outputs). With `program`, it runs inline.
+    Stack.up skips the preview and follows the update with three more engine runs (`stack
+    output` twice, `stack history`), each decrypting the stack's secrets. Here one engine process
+    (one start, one key derivation, one set of plugins) previews, so that the packs' stack-wide
+    rules refuse a violation before anything changes, then updates. The changes and the policy
+    violations come from the run's own event log, the outputs from the checkpoint
+    (automation.bookkeeping.stack_outputs). With `program`, it runs inline.
     """
+    run = UpRun()
     with tempfile.TemporaryDirectory(prefix="iotistic-up-") as folder, contextlib.ExitStack() as serving:
         events = Path(folder) / "events.jsonl"
-        args = ["up", "--yes", "--skip-preview", "--color", "never"]
+        args = ["up", "--yes", "--color", "never"]
+        if not preview_first:
+            args.append("--skip-preview")
         for pack in policy_packs:
             args += ["--policy-pack", pack]
         if program is None:
@@ -188,13 +214,21 @@ def run_up(
                 "auto.inline",
                 f"--client={serving.enter_context(inline_program_server(program))}",
             ]
-        stack._run_pulumi_cmd_sync([*args, "--event-log", str(events)], on_output)  # noqa: SLF001
-        changes: dict[str, int] = {}
+        try:
+            stack._run_pulumi_cmd_sync([*args, "--event-log", str(events)], on_output)  # noqa: SLF001
+        except auto.CommandError as e:
+            run.error = e
         for line in events.read_text().splitlines() if events.exists() else []:
-            summary = json.loads(line).get("summaryEvent") if line.strip() else None
-            if summary:
-                changes = dict(summary.get("resourceChanges") or {})
-    return {k: v for k, v in changes.items() if k != "same"}
+            event = json.loads(line) if line.strip() else {}
+            if violation := _policy_violation(event.get("policyEvent") or {}):
+                run.violations.append(violation)
+            summary = event.get("summaryEvent")
+            if summary and not summary.get("isPreview"):
+                run.updated = True
+                run.changes = {k: v for k, v in (summary.get("resourceChanges") or {}).items() if k != "same"}
+            elif event.get("resourcePreEvent") and not event["resourcePreEvent"].get("planning"):
+                run.updated = True
+    return run
 
 
 def up_customer(
@@ -220,43 +254,23 @@ def up_customer(
         stack = open_stack(tenant.id, settings)
         write_stack_config(stack, tenant, license_key, settings, source, suspended)
         packs = [str(POLICY_PACK)]
-        # The Automation API's `up` skips the preview, and the pack's stack-wide rules only run
-        # once the program has finished: previewing first refuses a violation before anything changes.
-        violations: list[str] = []
-        try:
-            stack.preview(
-                on_output=on_output,
-                on_event=mandatory_violations(violations),
-                color="never",
-                policy_packs=packs,
-                program=program,
-            )
-        except auto.CommandError as e:
-            # Anything but the policy is left to `up`, which reports its own errors (a provider's
-            # dry run can fail where the update works: a named StatefulSet replaced under the
-            # explicit override is deleted before it is created again).
-            if violations:
-                refused = "refused by the policy pack:\n" + "\n".join(f"- {v}" for v in violations)
-                error = refused + "\n" + error_text(e)
+        run = run_up(stack, packs, on_output, program)
+        if run.error is not None and not run.updated:
+            if run.violations:
+                refused = "refused by the policy pack:\n" + "\n".join(f"- {v}" for v in run.violations)
+                error = refused + "\n" + error_text(run.error)
                 return StackResult(tenant.id, "up", False, time.monotonic() - start, error=error)
-        changes = run_up(stack, packs, on_output, program)
+            # The preview failed on something else: a provider's dry run can fail where the update
+            # works (a named StatefulSet replaced under the explicit override is deleted before it
+            # is created again), so the update runs on its own and reports its own errors.
+            run = run_up(stack, packs, on_output, program, preview_first=False)
+        if run.error is not None:
+            raise run.error
+        changes = run.changes
         outputs = stack_outputs(settings, tenant.id)
         return StackResult(tenant.id, "up", True, time.monotonic() - start, changes, outputs)
     except Exception as e:  # reported in the summary; one tenant's failure never stops the others
         return StackResult(tenant.id, "up", False, time.monotonic() - start, error=error_text(e))
-
-
-def mandatory_violations(found: list[str]) -> Callable[[auto.EngineEvent], None]:
-    """An event handler that collects "<policy>: <violation>" for each mandatory policy violation."""
-
-    def on_event(event: auto.EngineEvent) -> None:
-        p = event.policy_event
-        if p is not None and p.enforcement_level.lower() == "mandatory":
-            # pulumi-policy sends "<the policy's description>\n<the violation>".
-            message = p.message.strip().split("\n", 1)[-1].strip()
-            found.append(f"{p.policy_name}: {message}")
-
-    return on_event
 
 
 def destroy_customer(
