@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from automation import forkserver
 from automation.provision import SOURCE_SIGNUP, StackResult, destroy_customer, up_customer
 from automation.workspace import StackSettings, open_stack
 from tenancy.schema import Tenant
@@ -116,7 +117,9 @@ def run_job(
 ) -> DeployResult:
     """Run `job` in its own process; never raises for an engine failure (see the result)."""
     started = time.monotonic()
-    proc = subprocess.Popen(
+    root = Path(__file__).resolve().parent.parent
+    # A fork of a server that has imported the SDKs already (automation.forkserver), else a new Python.
+    proc = forkserver.spawn(root) or subprocess.Popen(
         [sys.executable, "-m", "automation.deploy"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -124,7 +127,7 @@ def run_job(
         text=True,
         start_new_session=True,
         preexec_fn=_die_with_parent,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=root,
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     tail: deque[str] = deque(maxlen=TAIL_LINES * 4)
