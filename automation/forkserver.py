@@ -21,6 +21,7 @@ turns it off.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import json
@@ -251,9 +252,26 @@ class ForkServer:
             open(pipes[2][0], encoding="utf-8"),
         )
 
+    def close(self, timeout: float = 30.0) -> None:
+        """End the server (it ends any job still running) and reap it, so that its CPU time and
+        its jobs' count in this process's children (wait4, getrusage) like plain processes'."""
+        # shutdown(), not only close(): the reader thread's pending recv() keeps a closed socket
+        # open, and the server would never see the end of it.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        with contextlib.suppress(AttributeError, subprocess.TimeoutExpired):
+            self._proc.wait(timeout)
+
 
 _server: ForkServer | None = None
 _server_lock = threading.Lock()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    if _server is not None:
+        _server.close()
 
 
 def spawn(root: Path) -> ForkedProcess | None:

@@ -43,7 +43,7 @@ def fresh_server(monkeypatch):
     monkeypatch.setattr(forkserver, "_server", None)
     yield
     if forkserver._server is not None:
-        forkserver._server._sock.close()  # the server's cue to exit
+        forkserver._server.close()
 
 
 def test_a_job_is_a_fork_of_the_server_with_the_sdks_loaded_before_it_reads_its_job(fresh_server):
@@ -110,3 +110,25 @@ def test_a_killed_caller_takes_its_server_and_jobs_with_it():
     caller.kill()
     caller.wait()
     wait_until(lambda: not alive(server) and not alive(job), 30, "the server and its job to end")
+
+
+def test_a_caller_that_exits_reaps_its_server_and_so_counts_its_jobs_cpu():
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from automation import forkserver
+        proc = forkserver.spawn(Path.cwd())
+        proc.stdin.write("not a job")
+        proc.stdin.close()
+        proc.wait(60)
+        print(forkserver._server._proc.pid, flush=True)
+        """
+    )
+    caller = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server = int(caller.stdout.readline())
+    _, status, usage = os.wait4(caller.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not Path(f"/proc/{server}").exists()  # reaped by the caller, not left to init
+    # The server imported the SDKs (about half a second): counted in the caller's children.
+    assert usage.ru_utime + usage.ru_stime > 0.2
