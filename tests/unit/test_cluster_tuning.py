@@ -27,10 +27,11 @@ def test_an_extra_flag_replaces_the_default_of_that_name_and_a_new_one_is_added(
 
 
 def test_environment_is_per_component_on_top_of_the_shared_one(tmp_path):
-    cluster = LocalCluster(tmp_path / "c").with_tuning(env={"etcd": {"GOGC": "50"}})
+    cluster = LocalCluster(tmp_path / "c").with_tuning(env={"etcd": {"GOMEMLIMIT": "200MiB", "GOGC": "80"}})
     comps = by_name(cluster)
-    assert comps["etcd"].env["GOGC"] == "50" and comps["etcd"].env["PATH"] == "/usr/bin:/bin"
-    assert "GOGC" not in comps["kube-apiserver"].env
+    assert comps["etcd"].env["GOMEMLIMIT"] == "200MiB" and comps["etcd"].env["PATH"] == "/usr/bin:/bin"
+    assert comps["etcd"].env["GOGC"] == "80"  # over the default
+    assert "GOMEMLIMIT" not in comps["kube-apiserver"].env
 
 
 def test_no_tuning_leaves_the_default_command_lines(tmp_path):
