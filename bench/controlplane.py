@@ -3,6 +3,7 @@
     .venv/bin/python bench/controlplane.py                         # baseline, 1,000 customers (~6 min)
     .venv/bin/python bench/controlplane.py --customers 200 --variant no-watch-cache --variant gogc50
     .venv/bin/python bench/controlplane.py --variant controllers+gogc50   # '+' combines variants
+    .venv/bin/python bench/controlplane.py --variant before-tuning # against the flags before issue 11
     .venv/bin/python bench/controlplane.py --list                  # the variants and their flags
 
 Where the control plane's memory goes at 1,000 customers (issue 11) without 90 minutes of
@@ -54,7 +55,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devenv.cluster import COMPONENTS, LocalCluster  # noqa: E402
+from devenv.cluster import COMPONENTS, GO_COMPONENTS, UNNEEDED_CONTROLLERS, LocalCluster  # noqa: E402
 
 PLANS = ("starter", "professional", "enterprise")
 # The template's customer id: five characters like c0000, so every copy has the same sizes.
@@ -81,42 +82,8 @@ QUIET_WINDOW = 5.0
 QUIET_MARGIN_CORES = 0.15
 IDLE_WINDOW = 10.0
 
-# Controllers customer instances need (see docs in the report): everything on by default but these.
-UNNEEDED_CONTROLLERS = (
-    "bootstrap-signer-controller",
-    "certificatesigningrequest-approving-controller",
-    "certificatesigningrequest-cleaner-controller",
-    "certificatesigningrequest-signing-controller",
-    "cloud-node-lifecycle-controller",
-    "clusterrole-aggregation-controller",
-    "cronjob-controller",
-    "daemonset-controller",
-    "device-taint-eviction-controller",
-    "disruption-controller",
-    "endpointslice-mirroring-controller",
-    "ephemeral-volume-controller",
-    "horizontal-pod-autoscaler-controller",
-    "job-controller",
-    "kube-apiserver-serving-clustertrustbundle-publisher-controller",
-    "legacy-serviceaccount-token-cleaner-controller",
-    "node-ipam-controller",
-    "node-route-controller",
-    "persistentvolume-expander-controller",
-    "podcertificaterequest-cleaner-controller",
-    "podgroup-protection-controller",
-    "replicationcontroller-controller",
-    "resourceclaim-controller",
-    "resourcepoolstatusrequest-controller",
-    "service-lb-controller",
-    "storage-version-migrator-controller",
-    "storageversion-garbage-collector-controller",
-    "token-cleaner-controller",
-    "ttl-after-finished-controller",
-    "ttl-controller",
-    "validatingadmissionpolicy-status-controller",
-    "volumeattributesclass-protection-controller",
-)
-GO_PROCESSES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+APISERVER = "kube-apiserver"
+CONTROLLER_MANAGER = "kube-controller-manager"
 
 
 @dataclass(frozen=True)
@@ -142,19 +109,22 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "baseline": Variant("today's flags"),
-    "no-watch-cache": Variant(
-        "API server without its watch cache", {"kube-apiserver": ["--watch-cache=false"]}
+    "before-tuning": Variant(
+        "the defaults before issue 11's tuning",
+        {APISERVER: ["--watch-cache=true", "--event-ttl=1h"], CONTROLLER_MANAGER: ["--controllers=*"]},
+        {p: {"GOGC": "100"} for p in GO_COMPONENTS},
     ),
-    "event-ttl-5m": Variant("events kept 5 min, not 1 h", {"kube-apiserver": ["--event-ttl=5m"]}),
+    "no-watch-cache": Variant("API server without its watch cache", {APISERVER: ["--watch-cache=false"]}),
+    "event-ttl-5m": Variant("events kept 5 min, not 1 h", {APISERVER: ["--event-ttl=5m"]}),
     "no-event-cache": Variant(
-        "no watch cache for events only", {"kube-apiserver": ["--watch-cache-sizes=events#0"]}
+        "no watch cache for events only", {APISERVER: ["--watch-cache-sizes=events#0"]}
     ),
     "no-cache-snapshots": Variant(
         "no list snapshots of the watch cache",
-        {"kube-apiserver": ["--feature-gates=ListFromCacheSnapshot=false"]},
+        {APISERVER: ["--feature-gates=ListFromCacheSnapshot=false"]},
     ),
-    "gogc50": Variant("GOGC=50 for the Go control plane", env={p: {"GOGC": "50"} for p in GO_PROCESSES}),
-    "gogc75": Variant("GOGC=75 for the Go control plane", env={p: {"GOGC": "75"} for p in GO_PROCESSES}),
+    "gogc50": Variant("GOGC=50 for the Go control plane", env={p: {"GOGC": "50"} for p in GO_COMPONENTS}),
+    "gogc75": Variant("GOGC=75 for the Go control plane", env={p: {"GOGC": "75"} for p in GO_COMPONENTS}),
     "gomemlimit": Variant(
         "GOMEMLIMIT (soft) per process, GOGC default",
         env={
@@ -166,7 +136,7 @@ VARIANTS: dict[str, Variant] = {
     ),
     "controllers": Variant(
         "only the controllers customer instances need",
-        {"kube-controller-manager": ["--controllers=*," + ",".join(f"-{c}" for c in UNNEEDED_CONTROLLERS)]},
+        {CONTROLLER_MANAGER: ["--controllers=*," + ",".join(f"-{c}" for c in UNNEEDED_CONTROLLERS)]},
     ),
     "etcd-snapshot-5k": Variant(
         "etcd keeps 5,000 raft entries, not 10,000", {"etcd": ["--snapshot-count=5000"]}
@@ -592,8 +562,9 @@ def print_comparison(results: list[Result]) -> None:
     }
     print(f"\n== growth (MiB) and CPU seconds against {base.name}, {base.customers} customers each")
     head = " ".join(f"{short[c]:>9}" for c in COMPONENTS)
+    width = max(34, *(len(r.name) for r in results))
     print(
-        f"{'variant':<34} {head} {'total':>7} {'vs base':>8} {'peak':>6} {'CPU s':>6} {'vs base':>8} "
+        f"{'variant':<{width}} {head} {'total':>7} {'vs base':>8} {'peak':>6} {'CPU s':>6} {'vs base':>8} "
         f"{'checks':>7}"
     )
     for r in results:
@@ -602,7 +573,7 @@ def print_comparison(results: list[Result]) -> None:
         d_cpu = r.total_cpu / base.total_cpu - 1 if base.total_cpu else 0.0
         checks = "ok" if all(v == "ok" for v in r.checks.values()) else "FAILED"
         print(
-            f"{r.name:<34} {cols} {mib(r.total_growth):>7} {d_mem:>+8.0f} {mib(r.peak_total_kib):>6} "
+            f"{r.name:<{width}} {cols} {mib(r.total_growth):>7} {d_mem:>+8.0f} {mib(r.peak_total_kib):>6} "
             f"{r.total_cpu:>6.0f} {d_cpu:>+8.0%} {checks:>7}"
         )
 
