@@ -52,6 +52,69 @@ def default_data_dir() -> Path:
 PODS_PER_CUSTOMER = 6
 
 
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def flag_name(arg: str) -> str:
+    """The name of a flag: "--event-ttl" for "--event-ttl=1h" and for "--event-ttl"."""
+    return arg.split("=", 1)[0]
+
+
+def tuned(defaults: list[str], extra: list[str]) -> list[str]:
+    """`defaults` without the flags that `extra` names, then `extra`: an extra flag replaces a
+    default of the same name (a repeated list flag such as --controllers would otherwise add to it)."""
+    replaced = {flag_name(a) for a in extra}
+    return [a for a in defaults if flag_name(a) not in replaced] + extra
+
+
+# kube-controller-manager's controllers that customer instances and the platform do not need
+# (nothing here makes CronJobs, Jobs, DaemonSets, HPAs, PDBs, CSRs, ReplicationControllers, DRA
+# claims or admission-policy objects; no cloud; no node IPAM: kwok hands out pod IPs), or that are
+# off anyway (feature gates, no cloud provider), named so a new default cannot bring them back.
+# Kept: deployment, replicaset, statefulset, endpoints, endpointslice, garbage-collector,
+# namespace, persistentvolume-binder and the volume/claim protections, attach-detach, resourcequota,
+# serviceaccount, serviceaccount-token, root-ca-certificate-publisher, node-lifecycle,
+# taint-eviction, pod-garbage-collector, service-cidr. bench/controlplane.py measures the effect.
+UNNEEDED_CONTROLLERS = (
+    "bootstrap-signer-controller",
+    "certificatesigningrequest-approving-controller",
+    "certificatesigningrequest-cleaner-controller",
+    "certificatesigningrequest-signing-controller",
+    "cloud-node-lifecycle-controller",
+    "clusterrole-aggregation-controller",
+    "cronjob-controller",
+    "daemonset-controller",
+    "device-taint-eviction-controller",
+    "disruption-controller",
+    "endpointslice-mirroring-controller",
+    "ephemeral-volume-controller",
+    "horizontal-pod-autoscaler-controller",
+    "job-controller",
+    "kube-apiserver-serving-clustertrustbundle-publisher-controller",
+    "legacy-serviceaccount-token-cleaner-controller",
+    "node-ipam-controller",
+    "node-route-controller",
+    "persistentvolume-expander-controller",
+    "podcertificaterequest-cleaner-controller",
+    "podgroup-protection-controller",
+    "replicationcontroller-controller",
+    "resourceclaim-controller",
+    "resourcepoolstatusrequest-controller",
+    "service-lb-controller",
+    "storage-version-migrator-controller",
+    "storageversion-garbage-collector-controller",
+    "token-cleaner-controller",
+    "ttl-after-finished-controller",
+    "ttl-controller",
+    "validatingadmissionpolicy-status-controller",
+    "volumeattributesclass-protection-controller",
+)
+# The Go garbage collector of etcd and the Kubernetes components: a collection when the heap has
+# grown by half (default: doubled) keeps each process's memory nearer its live objects.
+GO_ENV = {"GOGC": "50"}
+GO_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
 def nodes_for(customers: int, node_pods: int = 110) -> int:
     """Simulated nodes for `customers` instances: at least 4, each at most 110 pods."""
     return max(4, -(-customers * PODS_PER_CUSTOMER // node_pods))
@@ -78,6 +141,40 @@ class LocalCluster:
     node_cpu: str = "64"
     node_memory: str = "256Gi"
     node_pods: int = 110
+    # Tuning on top of the defaults (benchmarks, experiments; see with_tuning()): extra flags per
+    # component name ("--name=value"; one named like a default flag replaces it) and extra
+    # environment per component (e.g. GOGC, GOMEMLIMIT).
+    tuning: dict[str, list[str]] = field(default_factory=dict)
+    component_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def with_tuning(
+        self, flags: dict[str, list[str]] | None = None, env: dict[str, dict[str, str]] | None = None
+    ) -> LocalCluster:
+        """This cluster with extra flags and environment per component (etcd, kube-apiserver,
+        kube-controller-manager, kube-scheduler, kwok), taking effect at its next start.
+
+        `flags`: "--name=value" strings appended to the component's command line; a default flag
+        of the same name is dropped first, so `--controllers=...` or `--event-ttl=5m` replace the
+        default value rather than add to it. `env`: variables added to the component's environment.
+        A name that is no component raises ValueError. The API server is restarted by `start()` on
+        a running cluster when its flags differ (apiserver_outdated); environment changes and
+        the other components' flags need stop() and start().
+        """
+        for name, extra in (flags or {}).items():
+            self._check_component(name)
+            bad = [f for f in extra if not f.startswith("--")]
+            if bad:
+                raise ValueError(f"flags for {name} must look like --name=value: {bad}")
+            self.tuning[name] = [*self.tuning.get(name, []), *extra]
+        for name, variables in (env or {}).items():
+            self._check_component(name)
+            self.component_env[name] = {**self.component_env.get(name, {}), **variables}
+        return self
+
+    @staticmethod
+    def _check_component(name: str) -> None:
+        if name not in COMPONENTS:
+            raise ValueError(f"no component {name!r}: one of {', '.join(COMPONENTS)}")
 
     def sized_for(self, customers: int) -> LocalCluster:
         """This cluster with enough simulated nodes for `customers` instances (and a margin)."""
@@ -170,7 +267,12 @@ class LocalCluster:
 
         def comp(name: str, argv: list[str], ready: Callable[[], bool]) -> Component:
             return Component(
-                name, [str(b / name), *argv], run / f"{name}.pid", d / "logs" / f"{name}.log", ready, env
+                name,
+                [str(b / name), *tuned(argv, self.tuning.get(name, []))],
+                run / f"{name}.pid",
+                d / "logs" / f"{name}.log",
+                ready,
+                {**env, **(GO_ENV if name in GO_COMPONENTS else {}), **self.component_env.get(name, {})},
             )
 
         def etcd_ok() -> bool:
@@ -249,6 +351,12 @@ class LocalCluster:
                     "DefaultStorageClass,ResourceQuota,PodSecurity,NodeRestriction",
                     "--allow-privileged=true",
                     "--profiling=false",
+                    # No watch cache: the API server would otherwise hold a decoded copy of every
+                    # object (and recent changes) in memory, about 1.5 MiB per customer instance;
+                    # lists and watches are served by etcd on loopback at no measurable CPU cost
+                    # (bench/controlplane.py). Events expire after 5 minutes instead of an hour.
+                    "--watch-cache=false",
+                    "--event-ttl=5m",
                     # Calls to kubelets (logs, exec, port-forward) and pods: through the real
                     # node's bridge, as the cluster admin's delegate, checking the kubelet's
                     # certificate. Nothing goes to a node's address from the host itself.
@@ -278,7 +386,8 @@ class LocalCluster:
                     f"--cluster-signing-key-file={pki.key('ca')}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}",
                     "--use-service-account-credentials=true",
-                    "--controllers=*",
+                    # Only the controllers customer instances need: fewer informers and workers.
+                    "--controllers=*," + ",".join(f"-{c}" for c in UNNEEDED_CONTROLLERS),
                     "--profiling=false",
                     # Client-side rate limits sized for a thousand customers' objects, not the
                     # defaults' 20 QPS (one customer's up makes ~30 objects the controllers act on).
