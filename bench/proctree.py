@@ -67,6 +67,22 @@ def total_kib(pids: list[int]) -> int:
     return sum(table[pid][2] for pid in _descendants(table, pids))
 
 
+def total_pss_kib(pids: list[int]) -> int:
+    """Summed proportional set size (KiB) of `pids` and their descendants: each page shared by k
+    processes (libraries, a fork server's imports in its forked jobs) counted 1/k in each, so
+    the sum is the memory they take together. Costlier to read than RSS (the kernel walks each
+    process's page tables): sample it less often."""
+    table = process_table()
+    total = 0
+    for pid in _descendants(table, pids):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next((int(ln.split()[1]) for ln in f if ln.startswith("Pss:")), 0)
+        except OSError:
+            continue  # exited while we looked
+    return total
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy since boot (all CPUs, every process, the
     kernel): /proc/stat's user, nice, system, irq, softirq and steal. Differences of two readings

@@ -12,6 +12,8 @@ engineer would run it: `python -m automation.reconcile --tenants <generated tena
 - peak total RSS: every process the project runs (the reconcile command with all its deploy
   processes, engines, language hosts, programs, providers, and the control plane), sampled from
   /proc every 0.25 s; MiB per customer: what the control plane grew by, divided by the customers;
+  peak total PSS, every 2 s: the same processes with each shared page counted once in all (the
+  deploy processes are forks of one server and share its imported modules; RSS counts them in each);
 - the no-change re-run (nothing to deploy) and the one-change run (one tenant's plan changed,
   exactly one stack deployed), end to end;
 - ratios against baselines measured in the same run: seconds per customer at each size against
@@ -41,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from automation.parallelism import BUDGET_VARIABLE, memory_budget_mib  # noqa: E402
 from automation.provision import deployed_license  # noqa: E402
 from automation.workspace import StackSettings, open_stack  # noqa: E402
-from bench.proctree import total_kib  # noqa: E402
+from bench.proctree import total_kib, total_pss_kib  # noqa: E402
 from bench.provision import PLANS, tenant, tenants_yaml  # noqa: E402
 from devenv.cluster import LocalCluster  # noqa: E402
 from licensing.keys import generate_private_key_pem  # noqa: E402
@@ -61,6 +63,7 @@ class Run:
     parallel: int | None
     deployed: int
     peak_kib: int = 0
+    peak_pss_kib: int = 0
     cpu_seconds: float = 0.0
 
 
@@ -86,18 +89,25 @@ def tenants_file(n: int, changed: int | None = None) -> str:
 
 
 class PeakSampler:
-    """The largest summed RSS over some process trees, sampled in a thread."""
+    """The largest summed RSS over some process trees, sampled in a thread every 0.25 s, and the
+    largest summed PSS (shared pages divided among their sharers) every 2 s."""
 
-    def __init__(self, roots: list[int], every: float = 0.25):
+    def __init__(self, roots: list[int], every: float = 0.25, pss_every: int = 8):
         self.roots = roots
         self.every = every
+        self.pss_every = pss_every
         self.peak_kib = 0
+        self.peak_pss_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        samples = 0
         while not self._stop.is_set():
             self.peak_kib = max(self.peak_kib, total_kib(self.roots))
+            if samples % self.pss_every == 0:
+                self.peak_pss_kib = max(self.peak_pss_kib, total_pss_kib(self.roots))
+            samples += 1
             self._stop.wait(self.every)
 
     def __enter__(self) -> PeakSampler:
@@ -146,6 +156,7 @@ def run_reconcile(
         parallel=int(parallel[1]) if parallel else None,
         deployed=len(re.findall(r"^\[\d+/\d+\]", text, re.MULTILINE)),
         peak_kib=sampler.peak_kib,
+        peak_pss_kib=sampler.peak_pss_kib,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
     )
     if proc.returncode:
@@ -222,7 +233,7 @@ def report(results: list[SizeResult]) -> None:
     print(
         f"{'customers':>10} {'nodes':>6} {'parallel':>8} {'seconds':>9} {'s/customer':>11} "
         f"{'vs ' + str(base.customers):>7} {'failed':>7} {'CPU s/cust':>10} {'peak RSS':>10} "
-        f"{'CP MiB/customer':>16}"
+        f"{'CP MiB/customer':>16} {'peak PSS':>10}"
     )
     for r in results:
         each = r.create.seconds / r.customers
@@ -230,7 +241,7 @@ def report(results: list[SizeResult]) -> None:
             f"{r.customers:>10} {r.nodes:>6} {r.create.parallel or '-':>8} {r.create.seconds:>9.1f} "
             f"{each:>11.2f} {each / base_each:>6.2f}x {r.create.failed:>7} "
             f"{r.create.cpu_seconds / r.customers:>10.2f} {mib(r.create.peak_kib):>10} "
-            f"{r.control_plane_growth_kib / 1024 / r.customers:>16.2f}"
+            f"{r.control_plane_growth_kib / 1024 / r.customers:>16.2f} {mib(r.create.peak_pss_kib):>10}"
         )
     print("\n== what the control plane grew by while the customers were created, by process")
     for r in results:
@@ -257,7 +268,8 @@ def report(results: list[SizeResult]) -> None:
         f"\ngoals at {largest.customers} customers: create {largest.create.seconds:.0f} s "
         f"(goal for 1,000: < {GOALS['create_1000_s']} s), re-run {largest.rerun.seconds:.1f} s "
         f"(< {GOALS['rerun_s']}), one change {largest.one_change.seconds:.1f} s (< {GOALS['one_change_s']}), "
-        f"peak {mib(max(r.create.peak_kib for r in results))} (< {GOALS['peak_mib']} MiB), "
+        f"peak {mib(max(r.create.peak_kib for r in results))} RSS, "
+        f"{mib(max(r.create.peak_pss_kib for r in results))} PSS (< {GOALS['peak_mib']} MiB), "
         f"failures {sum(r.create.failed + r.rerun.failed + r.one_change.failed for r in results)}"
     )
 
