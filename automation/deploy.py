@@ -17,7 +17,6 @@ line. The child runs `up` or `destroy` through the Automation API and:
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -40,7 +39,6 @@ from tenancy.schema import Tenant
 
 STALE_LOCK_SECONDS = 900.0  # a deploy is killed after its timeout (5 min): older locks are orphans
 TAIL_LINES = 12
-_PR_SET_PDEATHSIG = 1
 # Engine failures worth a retry: someone else holds the stack, or the cluster did not answer.
 TRANSIENT = re.compile(
     r"currently locked|ConcurrentUpdateError|conflict: Another update is currently in progress|"
@@ -106,12 +104,6 @@ class DeployResult(StackResult):
 
 
 # --- parent side ---------------------------------------------------------------------------------
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent (a worker thread) goes away."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def run_job(
     job: DeployJob, timeout: float = 300.0, on_line: Callable[[str], None] | None = None
 ) -> DeployResult:
@@ -126,7 +118,7 @@ def run_job(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=forkserver.die_with_parent,
         cwd=root,
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None

@@ -42,7 +42,9 @@ _PR_SET_PDEATHSIG = 1
 _MAX_MESSAGE = 1 << 20
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child before it runs anything: SIGTERM when the thread that started it ends
+    (PR_SET_PDEATHSIG). The deploy path's processes and the fork server's jobs all use it."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
@@ -51,7 +53,7 @@ def _die_with_parent() -> None:
 def _run_child(request: dict, fds: list[int]) -> int:
     """In the forked child: become what `python -m automation.deploy` is, and run the job."""
     os.setsid()
-    _die_with_parent()
+    die_with_parent()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -179,7 +181,7 @@ class ForkServer:
                     # Out of the caller's terminal process group: a Ctrl-C reaches the caller,
                     # which decides; the server only ends with it.
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             except BaseException as e:  # reported to the caller below
                 failure.append(e)
