@@ -89,3 +89,20 @@ def install_mocks(project: str = "iotistic", stack: str = "unit") -> RecordingMo
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
     return mocks
+
+
+def acme_instance(**args):
+    """The customer "acme"'s CustomerInstance with the given CustomerInstanceArgs on top of the
+    minimum (id, email, company, a secret license); for unit tests under install_mocks()."""
+    from components import CustomerInstance, CustomerInstanceArgs
+
+    return CustomerInstance(
+        "acme",
+        CustomerInstanceArgs(
+            customer_id="acme",
+            email="ops@acme.example",
+            company_name="ACME Corp",
+            license_key=pulumi.Output.secret("license-jwt"),
+            **args,
+        ),
+    )

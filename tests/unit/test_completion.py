@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pulumi
 
-from components import CustomerInstance, CustomerInstanceArgs, Storage
+from components import Storage
 from components.completion import once_deployed
-from tests.pulumi_mocks import RecordingMocks, run_program
+from tests.pulumi_mocks import RecordingMocks, acme_instance, run_program
 
 SERVICE = "kubernetes:core/v1:Service"
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +31,7 @@ def _instance_with(mocks: RecordingMocks) -> dict:
     seen: dict = {}
 
     def program() -> None:
-        instance = CustomerInstance(
-            "acme",
-            CustomerInstanceArgs(
-                customer_id="acme",
-                email="ops@acme.example",
-                company_name="ACME",
-                license_key=pulumi.Output.secret("jwt"),
-                storage=Storage(storage_class="standard"),
-            ),
-        )
+        instance = acme_instance(storage=Storage(storage_class="standard"))
         seen["hash"] = once_deployed(instance, "f00d")
         seen["hash"].apply(lambda v: seen.setdefault("value", v))
 

@@ -5,14 +5,12 @@ Under Pulumi mocks; the same component runs for real on the real node in tests/n
 
 from __future__ import annotations
 
-import pulumi
 import pytest
 
-from components import CustomerInstance, CustomerInstanceArgs
 from components.args import Placement, Storage
 from components.placement import LOCAL_IMAGES, LOCAL_STORAGE_CLASS, REAL_NODE_LABEL, REAL_NODE_TAINT
 from tenancy.schema import TenantsFileError, parse_tenants
-from tests.pulumi_mocks import install_mocks, run_program
+from tests.pulumi_mocks import acme_instance, install_mocks, run_program
 
 WORKLOADS = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
 PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n"
@@ -22,16 +20,7 @@ def deploy(**args):
     mocks = install_mocks(stack="acme")
 
     def program():
-        CustomerInstance(
-            "acme",
-            CustomerInstanceArgs(
-                customer_id="acme",
-                email="ops@acme.example",
-                company_name="ACME Corp",
-                license_key=pulumi.Output.secret("license-jwt"),
-                **args,
-            ),
-        )
+        acme_instance(**args)
 
     run_program(program)
     return [r for r in mocks.resources if r.type in WORKLOADS]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pulumi
-
-from components import CustomerInstance, CustomerInstanceArgs
-from tests.pulumi_mocks import install_mocks, run_program
+from tests.pulumi_mocks import acme_instance, install_mocks, run_program
 
 WORKLOADS = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
 
@@ -14,16 +11,7 @@ def instance(suspended: bool):
     mocks = install_mocks(stack="acme")
 
     def program():
-        CustomerInstance(
-            "acme",
-            CustomerInstanceArgs(
-                customer_id="acme",
-                email="ops@acme.example",
-                company_name="ACME",
-                license_key=pulumi.Output.secret("jwt"),
-                suspended=suspended,
-            ),
-        )
+        acme_instance(suspended=suspended)
 
     run_program(program)
     return mocks
