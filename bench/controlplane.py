@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devenv.cluster import COMPONENTS, GO_COMPONENTS, UNNEEDED_CONTROLLERS, LocalCluster  # noqa: E402
+from devenv.kubeapi import object_path  # noqa: E402
 
 PLANS = ("starter", "professional", "enterprise")
 # The template's customer id: five characters like c0000, so every copy has the same sizes.
@@ -270,17 +271,10 @@ class Client:
                 if "/" not in r["name"]:
                     self.paths[(version, r["kind"])] = (r["name"], r["namespaced"])
 
-    def path(self, obj: dict) -> str:
-        version, meta = obj["apiVersion"], obj["metadata"]
-        resource, namespaced = self.paths[(version, obj["kind"])]
-        base = "/api/v1" if version == "v1" else f"/apis/{version}"
-        ns = f"/namespaces/{meta['namespace']}" if namespaced else ""
-        return f"{base}{ns}/{resource}/{meta['name']}"
-
     def apply(self, obj: dict) -> None:
         """Server-side apply, as the kubernetes provider creates and updates objects."""
         query = f"?fieldManager={quote(FIELD_MANAGER)}&force=true"
-        self.ok("PATCH", self.path(obj) + query, obj, "application/apply-patch+yaml")
+        self.ok("PATCH", object_path(obj, self.paths) + query, obj, "application/apply-patch+yaml")
 
     def count(self, path: str) -> int:
         """How many objects a list has, without reading them (limit=1 and remainingItemCount)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -26,10 +27,11 @@ RESOURCES = {
 }
 
 
-def object_path(obj: dict) -> str:
-    """The API path of `obj` (apiVersion, kind, metadata.name and namespace)."""
+def object_path(obj: dict, resources: Mapping[tuple[str, str], tuple[str, bool]] = RESOURCES) -> str:
+    """The API path of `obj` (apiVersion, kind, metadata.name and namespace); `resources` maps
+    (apiVersion, kind) to (resource name, namespaced): the kinds this project writes by default."""
     version, kind = obj["apiVersion"], obj["kind"]
-    resource, namespaced = RESOURCES[(version, kind)]
+    resource, namespaced = resources[(version, kind)]
     base = "/api/v1" if version == "v1" else f"/apis/{version}"
     meta = obj["metadata"]
     ns = f"/namespaces/{meta['namespace']}" if namespaced else ""
