@@ -28,12 +28,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from automation import forkserver
+from automation import forkserver, stack_secrets
 from automation.provision import SOURCE_SIGNUP, StackResult, destroy_customer, up_customer
+from automation.stack_secrets import SealedValue
 from automation.workspace import StackSettings, open_stack
 from tenancy.schema import Tenant
 
@@ -73,6 +74,8 @@ class DeployJob:
     # whether the policy pack runs (always, but for the benchmark's baseline).
     shared_config_dir: str | None = None
     with_policy: bool = True
+    # The license sealed by the caller (run_job), which derives the stack key once per process.
+    sealed_license: SealedValue | None = field(default=None, repr=False)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -93,6 +96,7 @@ class DeployJob:
             s.get("license_public_key"),
         )
         data["tenant"] = Tenant(**data["tenant"]) if data.get("tenant") else None
+        data["sealed_license"] = SealedValue(**data["sealed_license"]) if data.get("sealed_license") else None
         return cls(**data)
 
 
@@ -104,11 +108,27 @@ class DeployResult(StackResult):
 
 
 # --- parent side ---------------------------------------------------------------------------------
+
+
+def sealed(job: DeployJob) -> DeployJob:
+    """`job` with its license sealed here (automation.stack_secrets): this process derives the
+    key of its config folder's salt once, where each child would pay a CLI run and a derivation.
+    A folder salt the passphrase does not open leaves the job as it is (the child's CLI stores it)."""
+    if job.action != "up" or not job.license_key or job.sealed_license is not None:
+        return job
+    try:
+        sealer = stack_secrets.folder_sealer(job.settings.passphrase, job.settings.stack_config_dir)
+    except (stack_secrets.WrongPassphrase, OSError):
+        return job
+    return replace(job, sealed_license=SealedValue(sealer.state, sealer.seal(job.license_key)))
+
+
 def run_job(
     job: DeployJob, timeout: float = 300.0, on_line: Callable[[str], None] | None = None
 ) -> DeployResult:
     """Run `job` in its own process; never raises for an engine failure (see the result)."""
     started = time.monotonic()
+    job = sealed(job)
     root = Path(__file__).resolve().parent.parent
     # A fork of a server that has imported the SDKs already (automation.forkserver), else a new Python.
     proc = forkserver.spawn(root) or subprocess.Popen(
@@ -233,6 +253,7 @@ def _attempt(job: DeployJob, log: Callable[[str], None]) -> StackResult:
             source=job.source,
             suspended=job.suspended,
             inline=True,
+            sealed_license=job.sealed_license,
         )
     if job.action == "destroy":
         return destroy_customer(job.stack, job.settings, log, remove=job.remove_stack)

@@ -29,11 +29,13 @@ from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
 from pulumi.runtime.proto import language_pb2_grpc
 
 from automation.bookkeeping import stack_outputs
+from automation.stack_secrets import SealedValue
 from automation.workspace import (
     POLICY_PACK,
     StackSettings,
     open_stack,
     set_plain_config,
+    set_sealed_config,
     set_secret,
     stack_cli,
 )
@@ -119,15 +121,18 @@ def write_stack_config(
     settings: StackSettings,
     source: str,
     suspended: bool = False,
+    sealed_license: SealedValue | None = None,
 ) -> None:
-    """The customer's stack config: plaintext values written to its file, the license as a secret
-    via stdin."""
+    """The customer's stack config: plaintext values written to its file; the license as a secret,
+    sealed by the caller when the stack has the salt it was sealed for, else through the CLI
+    with the value on stdin."""
     config = tenant_config(
         tenant, license_key, settings.kubeconfig, source, suspended, settings.license_public_key
     )
     set_plain_config(stack.name, settings, {k: v.value for k, v in config.items()})
-    if license_key:
-        set_secret(stack, f"iotistic:{LICENSE_KEY}", license_key)
+    key = f"iotistic:{LICENSE_KEY}"
+    if license_key and not (sealed_license and set_sealed_config(stack.name, settings, key, sealed_license)):
+        set_secret(stack, key, license_key)
 
 
 def error_text(e: Exception, limit: int = 20) -> str:
@@ -239,20 +244,24 @@ def up_customer(
     source: str = SOURCE_SIGNUP,
     suspended: bool = False,
     inline: bool = False,
+    sealed_license: SealedValue | None = None,
 ) -> StackResult:
     """Create or update the customer's stack and wait until every resource is ready.
 
     `inline` runs the program in this process (program.iotistic_program): the deploy path does,
     so its preview and update import the SDKs once; callers that drive several stacks from one
     process leave it off (the engine runs the program through the language host).
+    `sealed_license` is the license sealed by the caller (automation.stack_secrets): a new stack
+    gets its salt, and no CLI run is needed to store the license.
     """
     start = time.monotonic()
     program = None
     if inline:
         from program import iotistic_program as program
     try:
-        stack = open_stack(tenant.id, settings)
-        write_stack_config(stack, tenant, license_key, settings, source, suspended)
+        salt = sealed_license.salt if sealed_license else None
+        stack = open_stack(tenant.id, settings, encryption_salt=salt)
+        write_stack_config(stack, tenant, license_key, settings, source, suspended, sealed_license)
         packs = [str(POLICY_PACK)]
         run = run_up(stack, packs, on_output, program)
         if run.error is not None and not run.updated:

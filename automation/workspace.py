@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -23,6 +23,7 @@ from pulumi import automation as auto
 from pulumi.automation._cmd import CommandResult
 
 from automation.engine import PROJECT_ROOT, Engine, locate_engine
+from automation.stack_secrets import SealedValue
 
 DATA = Path(os.environ.get("IOTISTIC_DATA", PROJECT_ROOT / ".data"))
 PROJECT_NAME = "iotistic"
@@ -132,16 +133,32 @@ def _workspace_options(work_dir: Path, settings: StackSettings, engine: Engine) 
 
 
 def open_stack(
-    stack_name: str, settings: StackSettings, engine: Engine | None = None, create: bool = True
+    stack_name: str,
+    settings: StackSettings,
+    engine: Engine | None = None,
+    create: bool = True,
+    encryption_salt: str | None = None,
 ) -> auto.Stack:
     """Create or select `stack_name` in its own work dir, on the configured backend.
 
-    With `create=False` a stack missing from the backend raises auto.StackNotFoundError.
+    With `create=False` a stack missing from the backend raises auto.StackNotFoundError. A stack
+    without a config file here is most likely new: it is created at once (a `stack select` that
+    fails first costs a CLI start), with `encryption_salt` when given (see automation.stack_secrets)
+    so that its secrets can be sealed in this process.
     """
     work_dir = settings.work_root / stack_name
     opts = _workspace_options(work_dir, settings, engine or locate_engine())
     if not create:
         return auto.select_stack(stack_name, work_dir=str(work_dir), opts=opts)
+    config = stack_config_file(stack_name, settings)
+    if not config.exists():
+        if encryption_salt:
+            _edit_config_file(config, lambda data: data.setdefault("encryptionsalt", encryption_salt))
+        try:
+            return auto.create_stack(stack_name, work_dir=str(work_dir), opts=opts)
+        except auto.StackAlreadyExistsError:
+            # Made elsewhere (another machine's config folder): its state keeps its own salt.
+            config.unlink(missing_ok=True)
     return auto.create_or_select_stack(stack_name, work_dir=str(work_dir), opts=opts)
 
 
@@ -150,20 +167,40 @@ def stack_config_file(stack_name: str, settings: StackSettings) -> Path:
     return settings.stack_config_dir / f"Pulumi.{stack_name}.yaml"
 
 
-def set_plain_config(stack_name: str, settings: StackSettings, values: Mapping[str, str]) -> None:
-    """Plaintext config values written straight into the stack's config file.
-
-    What `pulumi config set-all --plaintext` writes (a `config:` map of namespaced keys to
-    strings), without a CLI start (~0.3 s of CPU per deploy). Everything else in the file (the
-    encryption salt, secure values, other keys) is kept; the file is replaced atomically.
-    """
-    path = stack_config_file(stack_name, settings)
+def _edit_config_file(path: Path, edit: Callable[[dict], object]) -> None:
+    """Apply `edit` to the parsed config file (created when missing) and replace it atomically;
+    everything `edit` leaves alone (the encryption salt, secure values, other keys) is kept."""
     data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-    data["config"] = {**(data.get("config") or {}), **values}
+    edit(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=1 << 20))
     tmp.replace(path)
+
+
+def set_plain_config(stack_name: str, settings: StackSettings, values: Mapping[str, str]) -> None:
+    """Plaintext config values written straight into the stack's config file.
+
+    What `pulumi config set-all --plaintext` writes (a `config:` map of namespaced keys to
+    strings), without a CLI start (~0.3 s of CPU per deploy).
+    """
+    _edit_config_file(
+        stack_config_file(stack_name, settings),
+        lambda data: data.update(config={**(data.get("config") or {}), **values}),
+    )
+
+
+def set_sealed_config(stack_name: str, settings: StackSettings, key: str, sealed: SealedValue) -> bool:
+    """Write a secret sealed in this process (automation.stack_secrets) as `key: {secure: ...}`,
+    if the stack's salt is the one it was sealed for; False (nothing written) otherwise."""
+    path = stack_config_file(stack_name, settings)
+    data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    if data.get("encryptionsalt") != sealed.salt:
+        return False
+    _edit_config_file(
+        path, lambda data: data.update(config={**(data.get("config") or {}), key: {"secure": sealed.value}})
+    )
+    return True
 
 
 def set_secret(stack: auto.Stack, key: str, value: str) -> None:
