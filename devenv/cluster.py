@@ -109,10 +109,18 @@ UNNEEDED_CONTROLLERS = (
     "validatingadmissionpolicy-status-controller",
     "volumeattributesclass-protection-controller",
 )
-# The Go garbage collector of etcd and the Kubernetes components: a collection when the heap has
-# grown by half (default: doubled) keeps each process's memory nearer its live objects.
-GO_ENV = {"GOGC": "50"}
+# The Go garbage collector of etcd and the Kubernetes components. The controller-manager and the
+# scheduler hold a cache of every object and do little work: a collection when the heap has grown
+# by half (default: doubled) keeps them nearer their live objects (-25 % at 300 customers). etcd
+# and the API server (no watch cache: small heaps) do most of the control plane's work: at the
+# default they spend 20 % less CPU per deploy than at GOGC=50 (bench: 1.81 -> 1.47 s per deploy).
 GO_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+GO_ENV = {
+    "etcd": {"GOGC": "100"},
+    "kube-apiserver": {"GOGC": "100"},
+    "kube-controller-manager": {"GOGC": "50"},
+    "kube-scheduler": {"GOGC": "50"},
+}
 
 
 def nodes_for(customers: int, node_pods: int = 110) -> int:
@@ -272,7 +280,7 @@ class LocalCluster:
                 run / f"{name}.pid",
                 d / "logs" / f"{name}.log",
                 ready,
-                {**env, **(GO_ENV if name in GO_COMPONENTS else {}), **self.component_env.get(name, {})},
+                {**env, **GO_ENV.get(name, {}), **self.component_env.get(name, {})},
             )
 
         def etcd_ok() -> bool:

@@ -46,3 +46,9 @@ def test_no_tuning_leaves_the_default_command_lines(tmp_path):
 def test_unknown_components_and_malformed_flags_are_refused(tmp_path, flags, env):
     with pytest.raises(ValueError):
         LocalCluster(tmp_path / "c").with_tuning(flags, env)
+
+
+def test_the_caches_collect_early_and_the_busy_components_spend_less_on_collection(tmp_path):
+    env = {n: c.env.get("GOGC") for n, c in by_name(LocalCluster(tmp_path / "c")).items()}
+    assert env["kube-controller-manager"] == env["kube-scheduler"] == "50"
+    assert env["kube-apiserver"] == env["etcd"] == "100"
