@@ -62,12 +62,19 @@ def job(tmp_path, cluster):
 
 
 def test_a_deploy_never_puts_the_license_on_a_command_line(job):
-    with CommandLineWatch(job.license_key.split(".")[2][:40]) as watch:
+    with (
+        CommandLineWatch(job.license_key.split(".")[2][:40]) as watch,
+        CommandLineWatch("\0--secret") as secret_cli,
+        CommandLineWatch("\0select\0") as select_cli,
+    ):
         result = run_job(job, 300)
     assert result.ok, result.error
     assert result.outputs["instanceUrl"] == f"https://{job.stack}.iotistic.cloud"
     assert result.outputs["licenseExpiresAt"].startswith(str(datetime.now(UTC).year + 1))
     assert watch.seen == []
+    # The caller sealed the license (automation.stack_secrets) and the new stack was created at
+    # once: no `pulumi config set --secret` and no failing `pulumi stack select` ran.
+    assert secret_cli.seen == [] and select_cli.seen == []
 
 
 def test_a_timeout_cancels_the_engine_and_the_next_deploy_succeeds(job):
