@@ -120,7 +120,38 @@ def engine_home(shared: Path) -> Path:
     (one per worker process or machine, so workers share nothing but the backend and the queue).
     An own home gets the plugins set-up registered in the shared one, linked, not copied."""
     own = os.environ.get("IOTISTIC_PULUMI_HOME")
-    return _linked_home(shared, Path(own)) if own else shared
+    return without_automatic_logs(_linked_home(shared, Path(own)) if own else shared)
+
+
+AUTOMATIC_LOGS_OFF = (
+    "Not a folder on purpose: the pulumi CLI (3.259) writes a debug log of every run into\n"
+    "PULUMI_HOME/logs, with no setting to turn it off, and skips it when it cannot make this folder.\n"
+    "That log cost a quarter of a deploy's engine CPU and ~270 KB of disk per CLI run.\n"
+    "For a run's details, pass -v=<level> --logtostderr to the CLI.\n"
+)
+
+
+@functools.cache
+def without_automatic_logs(home: Path) -> Path:
+    """`home` with a file where the CLI would make its `logs` folder, so that it writes none.
+
+    Every CLI run (each deploy runs three) wrote a gzip or encrypted debug-level log there, about a
+    quarter of `pulumi up`'s CPU (engine profile: slog handler, property encoding, flate), and kept
+    up to 500 MB of them; the CLI goes on without one when the folder cannot be made. A folder
+    left by an earlier run is removed (the logs are the CLI's, not the project's).
+    """
+    logs = home / "logs"
+    if logs.is_dir() and not logs.is_symlink():
+        shutil.rmtree(logs, ignore_errors=True)
+    if not logs.is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = home / f".logs.{os.getpid()}.tmp"
+        tmp.write_text(AUTOMATIC_LOGS_OFF)
+        try:
+            tmp.replace(logs)
+        except OSError:  # a CLI still writing into the old folder: it only costs CPU, next time
+            tmp.unlink(missing_ok=True)
+    return home
 
 
 @functools.cache
