@@ -48,6 +48,7 @@ MAX_BATCH = 5000  # readings per HTTP request
 DEFAULT_RANGE = timedelta(hours=24)
 DEAD_LETTER_MAX_PAYLOAD = 4096  # bytes of a refused message kept for inspection
 DEAD_LETTER_MAX_REASON = 500
+DEAD_LETTER_MAX_TOPIC = 1024  # characters of a refused message's topic (MQTT allows 65,535 bytes)
 
 
 class DeviceAccounts(Protocol):
@@ -426,7 +427,7 @@ def _store_batch(
                 result.alerts = store.insert_alert_events(conn, events)
         dead = [
             (
-                topic,
+                printable(topic, DEAD_LETTER_MAX_TOPIC),
                 payload[:DEAD_LETTER_MAX_PAYLOAD],
                 printable(reason, DEAD_LETTER_MAX_REASON),
                 _message_key(topic, payload),

@@ -159,10 +159,8 @@ def insert_readings_staged(
     with conn.cursor() as cur:
         with cur.copy(_COPY_STAGE) as copy:
             copy.set_types(_STAGE_TYPES)
-            for r in readings:
-                copy.write_row(
-                    (r.device_id, r.timestamp, r.temperature, r.humidity, r.pressure, r.gas_resistance)
-                )
+            for r in readings:  # a Reading is a tuple in READING_COLUMNS order
+                copy.write_row(r)
         stored, unknown, rows = 0, set(), []
         for kind, device, *values in cur.execute(_INSERT_STAGED):
             if kind == "stored":

@@ -50,6 +50,62 @@ def test_out_of_range_or_non_numeric_values_are_refused(field, value, message):
         validate_reading({"device_id": "d1", field: value}, now=NOW)
 
 
+VALUES = [
+    20.5, 20, -40, -40.0, 85, 85.0, 85.0001, -40.5, 0, 1e9, 1.0, 1100, 300, 299.99, True, False, "20",
+    [], {}, float("nan"), float("inf"), -float("inf"), 2**53, -(2**53), 2**53 + 1, 10**400, -(10**400),
+]  # fmt: skip
+
+
+def expected_outcome(metric: str, value: object) -> float | str:
+    """What the rules say about one value: the stored float, or the refusal's message."""
+    low, high = {"temperature": (-40, 85), "humidity": (0, 100), "pressure": (300, 1100)}.get(
+        metric, (1, 1e9)
+    )
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, int) and abs(value) > 2**53)
+        or value != value
+        or value in (float("inf"), -float("inf"))
+    ):
+        return f"{metric} must be a number"
+    if not low <= value <= high:
+        return "is outside"
+    return float(value)
+
+
+@pytest.mark.parametrize("key", ["temperature", "temp", "humidity", "pressure", "gas_resistance", "gas"])
+def test_every_kind_of_value_is_stored_or_refused_by_the_same_rules(key):
+    """The usual case (an in-range float or int) takes a shortcut; everything else the full checks."""
+    metric = {"temp": "temperature", "gas": "gas_resistance"}.get(key, key)
+    for value in VALUES:
+        want = expected_outcome(metric, value)
+        if isinstance(want, float):
+            got = validate_reading({"device_id": "d1", key: value}, now=NOW).value(metric)
+            assert got == want and type(got) is float, (key, value)
+        else:
+            with pytest.raises(InvalidReading, match=want):
+                validate_reading({"device_id": "d1", key: value}, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "ts", [NOW.timestamp(), int(NOW.timestamp()), 946684800, 946684799.9, 4102444800, True, float("nan"), "x"]
+)
+def test_timestamps_take_the_same_rules_in_the_shortcut(ts):
+    reading = {"device_id": "d1", "temperature": 20, "ts": ts}
+    if type(ts) in (int, float) and 946684800 <= ts < 4102444800:
+        assert validate_reading(reading, now=NOW).timestamp == datetime.fromtimestamp(ts, UTC)
+    else:
+        with pytest.raises(InvalidReading, match="timestamp"):
+            validate_reading(reading, now=NOW)
+
+
+def test_a_device_id_found_valid_once_is_still_checked_as_a_string():
+    validate_reading({"device_id": "d1", "temperature": 20}, now=NOW)
+    with pytest.raises(InvalidReading, match="device id"):
+        validate_reading({"device_id": ["d1"], "temperature": 20}, now=NOW)
+
+
 def test_missing_values_bad_device_and_future_timestamps_are_refused():
     with pytest.raises(InvalidReading, match="at least one of"):
         validate_reading({"device_id": "d1"}, now=NOW)
