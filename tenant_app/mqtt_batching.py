@@ -56,6 +56,20 @@ def puback_packets(mids: Sequence[int]) -> bytes:
     return bytes(out)
 
 
+def read_varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int] | None:
+    """The MQTT variable byte integer at `pos` (at most 4 bytes) and the position after it; None
+    when it runs past `end` or is longer than MQTT allows."""
+    value, shift = 0, 0
+    while pos < end and shift <= 21:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+    return None
+
+
 def decode_publish(
     packet: bytes | bytearray, pos: int, end: int, qos: int, v5: bool
 ) -> tuple[int, str, bytes] | None:
@@ -77,17 +91,10 @@ def decode_publish(
         mid = packet[pos] << 8 | packet[pos + 1]
         pos += 2
     if v5:
-        length, shift = 0, 0
-        while True:
-            if pos >= end or shift > 21:
-                return None
-            byte = packet[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        pos += length
+        properties = read_varint(packet, pos, end)
+        if properties is None:
+            return None
+        pos = properties[1] + properties[0]
         if pos > end:
             return None
     return mid, topic, bytes(packet[pos:end])
@@ -245,21 +252,14 @@ class BatchingClient(mqtt.Client):
             qos = (header >> 1) & 3
             if header & 0xF0 != 0x30 or qos > 1:
                 break
-            # Remaining length: a varint of at most 4 bytes (paho refuses longer ones itself).
-            i, length, shift = pos + 1, 0, 0
-            while i < end and shift <= 21:
-                byte = buf[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            else:
-                break  # incomplete or over-long: paho reads it
-            stop = i + length
+            remaining = read_varint(buf, pos + 1, end)
+            if remaining is None:
+                break  # incomplete or over-long: paho reads it (and refuses what is over-long)
+            length, start = remaining
+            stop = start + length
             if stop > end:
                 break
-            fields = decode_publish(buf, i, stop, qos, v5)
+            fields = decode_publish(buf, start, stop, qos, v5)
             if fields is None:
                 break
             sink(fields[0], qos, fields[1], fields[2], connection)
