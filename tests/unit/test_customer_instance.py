@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 
-import pulumi
 import pytest
 
-from components import CustomerInstance, CustomerInstanceArgs, Networking, Storage
-from tests.pulumi_mocks import install_mocks, resolve, run_program
+from components import Networking, Storage
+from tests.pulumi_mocks import acme_instance, install_mocks, resolve, run_program
 
 NS = "customer-acme"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -24,17 +23,10 @@ def deployed():
     holder = {}
 
     def program():
-        holder["instance"] = CustomerInstance(
-            "acme",
-            CustomerInstanceArgs(
-                customer_id="acme",
-                email="ops@acme.example",
-                company_name="ACME Corp",
-                license_key=pulumi.Output.secret("license-jwt"),
-                plan="professional",
-                storage=Storage(storage_class="standard"),
-                networking=Networking(base_domain="iotistic.test", cluster_issuer="test-issuer"),
-            ),
+        holder["instance"] = acme_instance(
+            plan="professional",
+            storage=Storage(storage_class="standard"),
+            networking=Networking(base_domain="iotistic.test", cluster_issuer="test-issuer"),
         )
 
     run_program(program)
