@@ -35,7 +35,6 @@ from automation.workspace import (
     StackSettings,
     open_stack,
     set_plain_config,
-    set_sealed_config,
     set_secret,
     stack_cli,
 )
@@ -129,9 +128,10 @@ def write_stack_config(
     config = tenant_config(
         tenant, license_key, settings.kubeconfig, source, suspended, settings.license_public_key
     )
-    set_plain_config(stack.name, settings, {k: v.value for k, v in config.items()})
     key = f"iotistic:{LICENSE_KEY}"
-    if license_key and not (sealed_license and set_sealed_config(stack.name, settings, key, sealed_license)):
+    sealed = {key: sealed_license} if license_key and sealed_license else None
+    plain = {k: v.value for k, v in config.items()}
+    if not set_plain_config(stack.name, settings, plain, sealed) and license_key:
         set_secret(stack, key, license_key)
 
 

@@ -153,7 +153,12 @@ def open_stack(
     config = stack_config_file(stack_name, settings)
     if not config.exists():
         if encryption_salt:
-            _edit_config_file(config, lambda data: data.setdefault("encryptionsalt", encryption_salt))
+
+            def seed(data: dict) -> bool:
+                data.setdefault("encryptionsalt", encryption_salt)
+                return True
+
+            _edit_config_file(config, seed)
         try:
             return auto.create_stack(stack_name, work_dir=str(work_dir), opts=opts)
         except auto.StackAlreadyExistsError:
@@ -167,40 +172,46 @@ def stack_config_file(stack_name: str, settings: StackSettings) -> Path:
     return settings.stack_config_dir / f"Pulumi.{stack_name}.yaml"
 
 
-def _edit_config_file(path: Path, edit: Callable[[dict], object]) -> None:
-    """Apply `edit` to the parsed config file (created when missing) and replace it atomically;
-    everything `edit` leaves alone (the encryption salt, secure values, other keys) is kept."""
+def _edit_config_file(path: Path, edit: Callable[[dict], bool]) -> None:
+    """Apply `edit` to the parsed config file (created when missing) and, if it says so, replace
+    the file atomically; everything `edit` leaves alone (the encryption salt, secure values, other
+    keys) is kept."""
     data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-    edit(data)
+    if not edit(data):
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=1 << 20))
     tmp.replace(path)
 
 
-def set_plain_config(stack_name: str, settings: StackSettings, values: Mapping[str, str]) -> None:
+def set_plain_config(
+    stack_name: str,
+    settings: StackSettings,
+    values: Mapping[str, str],
+    sealed: Mapping[str, SealedValue] | None = None,
+) -> bool:
     """Plaintext config values written straight into the stack's config file.
 
     What `pulumi config set-all --plaintext` writes (a `config:` map of namespaced keys to
-    strings), without a CLI start (~0.3 s of CPU per deploy).
+    strings), without a CLI start (~0.3 s of CPU per deploy). `sealed`: secrets sealed in this
+    process (automation.stack_secrets), written in the same replace as `key: {secure: ...}` if the
+    stack's salt is the one they were sealed for. Returns whether they were (False: the stack has
+    another salt, and only the plaintext values were written).
     """
-    _edit_config_file(
-        stack_config_file(stack_name, settings),
-        lambda data: data.update(config={**(data.get("config") or {}), **values}),
-    )
+    written = False
 
+    def edit(data: dict) -> bool:
+        nonlocal written
+        config = {**(data.get("config") or {}), **values}
+        if sealed and all(v.salt == data.get("encryptionsalt") for v in sealed.values()):
+            config.update({key: {"secure": v.value} for key, v in sealed.items()})
+            written = True
+        data["config"] = config
+        return bool(values) or written
 
-def set_sealed_config(stack_name: str, settings: StackSettings, key: str, sealed: SealedValue) -> bool:
-    """Write a secret sealed in this process (automation.stack_secrets) as `key: {secure: ...}`,
-    if the stack's salt is the one it was sealed for; False (nothing written) otherwise."""
-    path = stack_config_file(stack_name, settings)
-    data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-    if data.get("encryptionsalt") != sealed.salt:
-        return False
-    _edit_config_file(
-        path, lambda data: data.update(config={**(data.get("config") or {}), key: {"secure": sealed.value}})
-    )
-    return True
+    _edit_config_file(stack_config_file(stack_name, settings), edit)
+    return written
 
 
 def set_secret(stack: auto.Stack, key: str, value: str) -> None:

@@ -12,7 +12,7 @@ from pulumi import automation as auto
 from automation import stack_secrets
 from automation.deploy import DeployJob, sealed
 from automation.stack_secrets import SealedValue, WrongPassphrase
-from automation.workspace import StackSettings, open_stack, set_sealed_config, stack_config_file
+from automation.workspace import StackSettings, open_stack, set_plain_config, stack_config_file
 from tenancy.schema import Tenant
 
 pytestmark = pytest.mark.engine
@@ -30,7 +30,7 @@ def test_a_secret_sealed_here_is_decrypted_by_the_engine(tmp_path: Path):
     config = stack_config_file("acme", settings)
     assert yaml.safe_load(config.read_text())["encryptionsalt"] == sealer.state  # `stack init` kept it
 
-    assert set_sealed_config("acme", settings, KEY, SealedValue(sealer.state, sealer.seal(LICENSE)))
+    assert set_plain_config("acme", settings, {}, {KEY: SealedValue(sealer.state, sealer.seal(LICENSE))})
     assert LICENSE not in config.read_text()
     value = stack.get_config(KEY)  # `pulumi config get`: the engine's own decryption
     assert (value.value, value.secret) == (LICENSE, True)
@@ -44,7 +44,8 @@ def test_a_stack_with_its_own_salt_is_left_to_the_cli(tmp_path: Path):
 
     sealer = stack_secrets.folder_sealer(PASSPHRASE, settings.stack_config_dir)
     assert sealer.state not in before
-    assert not set_sealed_config("globex", settings, KEY, SealedValue(sealer.state, sealer.seal(LICENSE)))
+    sealed = {KEY: SealedValue(sealer.state, sealer.seal(LICENSE))}
+    assert not set_plain_config("globex", settings, {}, sealed)
     assert config.read_text() == before
 
 
